@@ -1,0 +1,1 @@
+"""Model backends behind one `ChatBackend` protocol, and the price table."""
