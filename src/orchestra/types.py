@@ -109,6 +109,9 @@ class Observation:
     usage: Usage | None = None
     terminal: bool = False
     """True when this call ends the episode (an `answer` tool); `content` is then the final answer."""
+    target: str | None = None
+    """The model or resource the call used when a tool takes it as an argument (e.g. `ask(model="gpt-4")`). The
+    paper counts every model as a tool; `Trajectory.tool_counts` counts by target when there is one."""
 
     @property
     def is_error(self) -> bool:
@@ -182,8 +185,8 @@ class Trajectory:
         return sum(max((o.latency_s for o in t.observations), default=0.0) for t in self.turns)
 
     def tool_counts(self) -> Counter[str]:
-        """Calls per tool name, counting only calls that were well-formed (the ones that ran)."""
-        return Counter(o.name for o in self.observations if not o.is_error)
+        """Calls per tool (per target model for model-as-argument tools), counting only the calls that ran."""
+        return Counter(o.target or o.name for o in self.observations if o.status in ("ok", "tool_error"))
 
     @property
     def format_errors(self) -> int:

@@ -112,6 +112,7 @@ class ToolOutput:
     usage: Usage | None = None
     terminal: bool = False
     is_error: bool = False
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

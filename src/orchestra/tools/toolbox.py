@@ -120,6 +120,7 @@ class Toolbox:
             latency_s=elapsed,
             usage=out.usage,
             terminal=out.terminal,
+            target=out.target,
         )
 
     async def call_many(self, calls: Sequence[ToolCall], *, task_id: str = "") -> list[Observation]:
