@@ -1,0 +1,294 @@
+"""RouterBench replay: ask a model and see its recorded answer, paying its recorded cost.
+
+Data: RouterBench CSVs (one row per prompt; per model `<model>` 0/1 correctness, `<model>|model_response`,
+`<model>|total_cost` in dollars). Any CSV of that format works, so other splits load unchanged.
+
+Tools of every task
+- `ask(model)`: returns the model's recorded answer (the parsed choice letter for multiple-choice tasks, the code cut to
+  a few hundred characters for MBPP) and charges the recorded cost of that call.
+- `answer(model)`: ends the episode with that model's recorded response; charges its cost unless this episode already
+  asked that model (a recorded answer is paid once).
+Outcome = the recorded correctness of the model whose answer was given. A model whose outcome is missing for a row
+is unavailable for that row (asking it is an error observation), never counted correct.
+
+A final message instead of `answer(...)` is graded against the row's gold letter when one can be inferred (the
+answer a correct model gave, for multiple-choice rows) and is wrong otherwise (MBPP has no gold in the data).
+
+Model descriptions (price and per-task accuracy) come from `ModelStats`, computed on the training part only, so no
+evaluation row leaks into what the orchestrator is told.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+import statistics
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestra.envs.base import Instance, Outcome
+from orchestra.errors import ConfigError
+from orchestra.task import Task
+from orchestra.tools.spec import CostCard, Tool, ToolOutput, tool
+from orchestra.types import Trajectory
+
+ALIASES: dict[str, str] = {
+    "gpt-4-1106-preview": "gpt-4",
+    "gpt-3.5-turbo-1106": "gpt-3.5",
+    "claude-v2": "claude-2",
+    "claude-v1": "claude-1",
+    "claude-instant-v1": "claude-instant",
+    "meta/llama-2-70b-chat": "llama-70b",
+    "meta/code-llama-instruct-34b-chat": "codellama-34b",
+    "mistralai/mixtral-8x7b-chat": "mixtral",
+    "mistralai/mistral-7b-chat": "mistral-7b",
+    "zero-one-ai/Yi-34B-Chat": "yi-34b",
+    "WizardLM/WizardLM-13B-V1.2": "wizardlm-13b",
+}
+PROVIDERS: dict[str, str] = {
+    "gpt-4": "openai", "gpt-3.5": "openai", "claude-2": "anthropic", "claude-1": "anthropic",
+    "claude-instant": "anthropic", "llama-70b": "meta", "codellama-34b": "meta", "mixtral": "mistral",
+    "mistral-7b": "mistral", "yi-34b": "01-ai", "wizardlm-13b": "wizardlm",
+}
+_META_COLUMNS = {"", "sample_id", "prompt", "eval_name", "oracle_model_to_route_to"}
+_CHOICE = re.compile(r"(?<![A-Za-z])([A-E])(?![A-Za-z])")
+MAX_CODE_CHARS = 300
+MAX_QUESTION_CHARS = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One model's recorded result on one row."""
+
+    correct: bool
+    cost_usd: float
+    response: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: str
+    task_type: str
+    question: str
+    records: Mapping[str, Record]
+    """By model alias; models with a missing outcome are absent."""
+
+    @property
+    def gold_choice(self) -> str | None:
+        """The choice letter correct models gave (most common), for multiple-choice rows."""
+        letters = [parse_choice(r.response) for r in self.records.values() if r.correct]
+        letters = [x for x in letters if x]
+        return max(set(letters), key=letters.count) if letters else None
+
+
+def load_rows(paths: str | Path | Iterable[str | Path]) -> list[Row]:
+    """Rows of one CSV, of every `*.csv` in a folder, or of several paths."""
+    if isinstance(paths, str | Path):
+        path = Path(paths)
+        files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    else:
+        files = [Path(p) for p in paths]
+    if not files:
+        raise ConfigError(f"routerbench data: no CSV files at {paths}")
+    csv.field_size_limit(sys.maxsize)
+    rows: list[Row] = []
+    for file in files:
+        if not file.exists():
+            raise ConfigError(f"routerbench data: {file} does not exist")
+        with file.open(newline="") as handle:
+            for raw in csv.DictReader(handle):
+                rows.append(_row(raw, file))
+    return rows
+
+
+def _row(raw: Mapping[str, str], file: Path) -> Row:
+    models = [c for c in raw if c not in _META_COLUMNS and "|" not in c]
+    records = {}
+    for name in models:
+        outcome, cost = raw.get(name, ""), raw.get(f"{name}|total_cost", "")
+        if outcome == "" or cost == "":
+            continue
+        records[ALIASES.get(name, name)] = Record(float(outcome) >= 0.5, float(cost),
+                                                  _unwrap(raw.get(f"{name}|model_response", "")))
+    if "sample_id" not in raw:
+        raise ConfigError(f"routerbench data: {file} has no `sample_id` column")
+    return Row(raw["sample_id"], raw.get("eval_name", file.stem), last_question(raw.get("prompt", "")), records)
+
+
+def _unwrap(text: str) -> str:
+    """Responses and prompts are stored as the repr of a one-element Python list: `['...']`."""
+    text = text.strip()
+    if len(text) >= 4 and text[:2] in ("['", '["') and text[-2:] in ("']", '"]'):
+        text = text[2:-2]
+    return text.replace("\\n", "\n").replace("\\'", "'").replace('\\"', '"')
+
+
+def last_question(prompt: str) -> str:
+    """The question being asked: few-shot prompts end with it after the last blank line."""
+    text = _unwrap(prompt).strip()
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    question = blocks[-1] if blocks else text
+    question = re.sub(r"\n?Print only a single choice.*$", "", question, flags=re.DOTALL).strip()
+    question = re.sub(r"\n?Answer:\s*$", "", question).strip()
+    return question[:MAX_QUESTION_CHARS]
+
+
+def parse_choice(response: str) -> str | None:
+    match = _CHOICE.search(response[:200])
+    return match.group(1) if match else None
+
+
+def split_rows(rows: Sequence[Row], dev_fraction: float, seed: int = 0) -> tuple[list[Row], list[Row]]:
+    """(train, dev): a seeded shuffle stratified by task type, so both parts keep the task mix."""
+    rng = random.Random(seed)
+    train, dev = [], []
+    for task_type in sorted({r.task_type for r in rows}):
+        group = [r for r in rows if r.task_type == task_type]
+        rng.shuffle(group)
+        cut = round(len(group) * dev_fraction)
+        dev += group[:cut]
+        train += group[cut:]
+    return train, dev
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Per model: mean recorded cost per query and accuracy per task type, from the rows it was fit on."""
+
+    mean_cost_usd: Mapping[str, float]
+    accuracy: Mapping[str, Mapping[str, float]]
+
+    @classmethod
+    def fit(cls, rows: Sequence[Row]) -> ModelStats:
+        models = sorted({m for r in rows for m in r.records})
+        cost = {m: statistics.fmean(r.records[m].cost_usd for r in rows if m in r.records) for m in models}
+        accuracy: dict[str, dict[str, float]] = {}
+        for m in models:
+            per_type: dict[str, float] = {}
+            for t in sorted({r.task_type for r in rows}):
+                outcomes = [r.records[m].correct for r in rows if r.task_type == t and m in r.records]
+                if outcomes:
+                    per_type[t] = statistics.fmean(outcomes)
+            accuracy[m] = per_type
+        return cls(cost, accuracy)
+
+    def describe(self, model: str) -> str:
+        acc = ", ".join(f"{t} {a:.0%}" for t, a in self.accuracy[model].items())
+        return f"{model}: ${self.mean_cost_usd[model] * 1000:.2f} per 1k queries; accuracy {acc}"
+
+
+@dataclass
+class RouterBench:
+    """The `routerbench` environment over a list of rows (see `load_rows`, `split_rows`)."""
+
+    rows: Sequence[Row]
+    stats: ModelStats
+    name: str = "routerbench"
+    models: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        self.models = self.models or tuple(sorted(self.stats.mean_cost_usd))
+        self._by_id = {r.id: r for r in self.rows}
+
+    def tasks(self, split: str | None = None) -> list[Task]:
+        return [self.task(r) for r in self.rows]
+
+    def task(self, row: Row) -> Task:
+        prompt = f"Task: {row.task_type}\n{row.question}"
+        return Task(id=row.id, prompt=prompt, metadata={"task_type": row.task_type})
+
+    def row(self, task_id: str) -> Row:
+        return self._by_id[task_id]
+
+    def start(self, task: Task) -> Instance:
+        row = self._by_id[task.id]
+        asked: set[str] = set()
+        tools = self._tools(row, asked)
+
+        async def grade(trajectory: Trajectory) -> Outcome:
+            return grade_row(row, trajectory)
+
+        return Instance(task, tools, grade)
+
+    def _tools(self, row: Row, asked: set[str]) -> list[Tool]:
+        listing = "\n".join(self.stats.describe(m) for m in self.models)
+        multiple_choice = row.task_type != "mbpp"
+
+        def record(model: str) -> Record:
+            if model not in self.models:
+                raise ValueError(f"unknown model {model!r}; models: {', '.join(self.models)}")
+            if model not in row.records:
+                raise ValueError(f"{model} is unavailable for this question")
+            return row.records[model]
+
+        def ask(model: str) -> ToolOutput:
+            """Ask one model the question and read its answer.
+
+            Args:
+                model: the model to ask
+            """
+            rec = record(model)
+            cost = 0.0 if model in asked else rec.cost_usd
+            asked.add(model)
+            return ToolOutput(show_answer(rec.response, multiple_choice), cost_usd=cost, target=model)
+
+        def answer(model: str) -> ToolOutput:
+            """Give this model's answer as the final answer (paid once: free if you already asked it).
+
+            Args:
+                model: the model whose answer is final
+            """
+            rec = record(model)
+            cost = 0.0 if model in asked else rec.cost_usd
+            asked.add(model)
+            return ToolOutput(rec.response, cost_usd=cost, terminal=True, target=model)
+
+        def worst_case(arguments: Mapping[str, object]) -> float:
+            model = str(arguments.get("model"))
+            return 0.0 if model in asked or model not in row.records else row.records[model].cost_usd
+
+        card = CostCard()
+        return [
+            tool(ask, description=f"Ask one model and read its answer. Models:\n{listing}", cost=card,
+                 kind="generalist", max_cost=worst_case),
+            tool(answer, cost=card, kind="generalist", max_cost=worst_case),
+        ]
+
+
+def show_answer(response: str, multiple_choice: bool) -> str:
+    """What the orchestrator reads of a recorded response: the choice letter, or the code cut short."""
+    if multiple_choice:
+        letter = parse_choice(response)
+        return letter if letter else response[:80]
+    return response if len(response) <= MAX_CODE_CHARS else response[:MAX_CODE_CHARS] + " ..."
+
+
+def grade_row(row: Row, trajectory: Trajectory) -> Outcome:
+    """Solved iff the final answer is a recorded-correct model's (or, as a final message, the gold letter)."""
+    answered = next((o for o in reversed(trajectory.observations) if o.terminal and not o.is_error), None)
+    if answered is not None and answered.target is not None:
+        correct = row.records[answered.target].correct
+        return Outcome(correct, float(correct), {"outcome": float(correct)}, details=f"answered with {answered.target}")
+    if trajectory.final_answer:
+        gold = row.gold_choice
+        guess = parse_choice(trajectory.final_answer)
+        correct = gold is not None and guess == gold
+        return Outcome(correct, float(correct), {"outcome": float(correct)}, details="final message")
+    return Outcome(False, 0.0, {"outcome": 0.0}, details=f"no answer ({trajectory.termination})")
+
+
+def load(path: str | Path | None = None, *, dev_fraction: float = 0.0, seed: int = 0,
+         part: str = "all") -> RouterBench:
+    """The environment over `path` (default: the shared RouterBench folder). With `dev_fraction`, `part` picks
+    `train` or `dev`; model statistics always come from the train part."""
+    from orchestra.paths import shared_data
+
+    rows = load_rows(path or shared_data() / "routerbench")
+    train, dev = split_rows(rows, dev_fraction, seed) if dev_fraction else (rows, [])
+    chosen = {"train": train, "dev": dev, "all": rows}.get(part)
+    if chosen is None:
+        raise ConfigError(f"routerbench part: {part!r} is not one of train, dev, all")
+    return RouterBench(chosen, ModelStats.fit(train))

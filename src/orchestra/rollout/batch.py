@@ -1,0 +1,102 @@
+"""Run many episodes at once: each on a fresh environment instance, graded, with bounded concurrency.
+
+`run_task` is one task end to end (start an instance, run the episode with the pool's tools plus the task's, grade).
+`run_many` runs tasks concurrently under a semaphore and reports each result as it lands (for progress bars and
+append-only result stores), returning results in task order. With a local orchestrator the concurrent episodes'
+completions are batched by the backend, so concurrency here is what turns into batched generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestra.backends.base import ChatBackend, Sampling
+from orchestra.envs.base import Environment, Outcome
+from orchestra.preferences import Limits, Preferences
+from orchestra.rollout.budget import Budget
+from orchestra.rollout.episode import ObservationRenderer, PromptBuilder, run_episode
+from orchestra.rollout.guard import wrap_untrusted
+from orchestra.rollout.prompt import default_prompt
+from orchestra.task import Task
+from orchestra.tools.spec import Tool
+from orchestra.tools.toolbox import Toolbox
+from orchestra.types import Trajectory
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeResult:
+    task: Task
+    trajectory: Trajectory
+    outcome: Outcome
+    preferences: Preferences | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """Everything about how episodes run that is not the task or the orchestrator."""
+
+    pool_tools: Sequence[Tool] = ()
+    preferences: Preferences | None = None
+    limits: Limits = Limits()
+    sampling: Sampling = Sampling()
+    build_prompt: PromptBuilder = default_prompt
+    render_observation: ObservationRenderer = wrap_untrusted
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_task(
+    env: Environment,
+    task: Task,
+    orchestrator: ChatBackend,
+    settings: EpisodeSettings = EpisodeSettings(),
+    *,
+    budget: Budget | None = None,
+    preferences: Preferences | None = None,
+) -> EpisodeResult:
+    """One task: a fresh instance, the episode, the grade. `preferences` overrides the settings' for this task."""
+    instance = env.start(task)
+    prefs = preferences if preferences is not None else settings.preferences
+    toolbox = Toolbox.of([*settings.pool_tools, *instance.tools])
+    trajectory = await run_episode(
+        task,
+        orchestrator,
+        toolbox,
+        preferences=prefs,
+        limits=settings.limits,
+        budget=budget,
+        sampling=settings.sampling,
+        build_prompt=settings.build_prompt,
+        render_observation=settings.render_observation,
+    )
+    outcome = await instance.grade(trajectory)
+    return EpisodeResult(task, trajectory, outcome, prefs)
+
+
+async def run_many(
+    env: Environment,
+    tasks: Sequence[Task],
+    orchestrator: ChatBackend,
+    settings: EpisodeSettings = EpisodeSettings(),
+    *,
+    concurrency: int = 16,
+    budget: Budget | None = None,
+    preferences: Sequence[Preferences | None] | None = None,
+    on_result: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Run `tasks` (optionally each with its own preferences) with at most `concurrency` in flight."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, task: Task) -> EpisodeResult:
+        async with gate:
+            prefs = preferences[i] if preferences is not None else None
+            result = await run_task(env, task, orchestrator, settings, budget=budget, preferences=prefs)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
