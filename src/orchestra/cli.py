@@ -1,0 +1,77 @@
+"""The `orchestra` command line: a thin face over the library.
+
+Each command lives in the module that owns its concern and is registered here through one explicit table
+(`COMMANDS`) of lazy imports, so `orchestra --help` stays fast and importing the CLI never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="orchestra",
+    help="Run, train and evaluate small orchestrator models over pools of tools and LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# command name -> (module, function name, help). Sub-apps (groups of commands) are listed in GROUPS.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("orchestra.commands.run", "run", "Run the orchestrator on one question and print the answer and its cost."),
+    "show-config": ("orchestra.commands.run", "show_config", "Print a resolved config file."),
+    "eval": ("orchestra.evaluate.commands", "eval_command", "Evaluate an orchestrator or baseline on an environment."),
+    "report": ("orchestra.evaluate.commands", "report_command", "Write Markdown and HTML reports for result runs."),
+    "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
+}
+GROUPS: dict[str, tuple[str, str, str]] = {
+    "tool": ("orchestra.commands.tool", "app", "Call one tool of a pool directly."),
+    "env": ("orchestra.commands.env", "app", "Inspect and check environments."),
+    "train": ("orchestra.commands.train", "app", "Train an orchestrator (SFT, GRPO)."),
+}
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A typer callback with the real function's signature, imported only when the command runs."""
+    fn = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def _register() -> None:
+    import sys
+
+    requested = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    for command, (module, name, help_text) in COMMANDS.items():
+        if requested in (None, command) or requested not in {*COMMANDS, *GROUPS}:
+            try:
+                app.command(command, help=help_text)(_lazy(module, name))
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("orchestra"):
+                    continue  # a command whose module is not part of this installation
+                raise
+        else:
+            app.command(command, help=help_text)(_placeholder(command))
+    for group, (module, name, help_text) in GROUPS.items():
+        if requested in (None, group) or requested not in {*COMMANDS, *GROUPS}:
+            try:
+                app.add_typer(_lazy(module, name), name=group, help=help_text)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("orchestra"):
+                    continue
+                raise
+        else:
+            app.add_typer(typer.Typer(), name=group, help=help_text)
+
+
+def _placeholder(command: str) -> Callable[[], None]:
+    def placeholder() -> None:  # only listed in --help; never run (the real command is registered when named)
+        raise typer.Exit(2)
+
+    placeholder.__name__ = command.replace("-", "_")
+    return placeholder
+
+
+_register()

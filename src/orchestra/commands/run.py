@@ -1,0 +1,107 @@
+"""`orchestra run`: one question through a pool, printing the answer and a cost/latency/call breakdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestra.config import PoolConfig, dump_config, load_config
+from orchestra.errors import ConfigError
+from orchestra.pool import build_pool, default_pool_path, load_pool_config
+from orchestra.rollout.episode import run_episode
+from orchestra.task import Task
+from orchestra.tools.toolbox import Toolbox
+from orchestra.types import Trajectory
+
+DEFAULT_QUESTION = "A train travels 120 km in 1.5 hours. What is its average speed in km/h?"
+
+PoolOption = Annotated[Path | None, typer.Option("--pool", help="Pool YAML (default: the bundled offline pool).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. limits.max_turns=4.")]
+
+
+def run(
+    question: Annotated[str, typer.Argument(help="The task for the orchestrator.")] = DEFAULT_QUESTION,
+    pool: PoolOption = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory summary as JSON.")] = False,
+) -> None:
+    console = Console()
+    try:
+        config = load_pool_config(pool, tuple(set_ or ()))
+        with console.status("loading the pool (the bundled model takes ~10 s the first time)"):
+            built = build_pool(config)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    task = Task(id="cli", prompt=question)
+    with console.status("running the episode"):
+        trajectory = asyncio.run(run_episode(
+            task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
+            limits=built.limits, sampling=built.sampling,
+        ))
+    if as_json:
+        console.print_json(json.dumps(summary(trajectory)))
+        return
+    print_breakdown(console, trajectory)
+
+
+def summary(trajectory: Trajectory) -> dict[str, object]:
+    return {
+        "answer": trajectory.final_answer,
+        "termination": trajectory.termination.value,
+        "turns": len(trajectory.turns),
+        "cost_usd": trajectory.cost_usd,
+        "orchestrator_cost_usd": trajectory.orchestrator_cost_usd,
+        "latency_s": trajectory.latency_s,
+        "calls": dict(trajectory.tool_counts()),
+        "format_errors": trajectory.format_errors,
+        "error": trajectory.error,
+    }
+
+
+def print_breakdown(console: Console, trajectory: Trajectory) -> None:
+    console.print(f"[bold]answer:[/bold] {trajectory.final_answer if trajectory.final_answer is not None else '-'}")
+    console.print(f"termination: {trajectory.termination.value}; turns: {len(trajectory.turns)}; "
+                  f"format errors: {trajectory.format_errors}" + (f"; error: {trajectory.error}" if trajectory.error
+                                                                   else ""))
+    table = Table(title="calls")
+    for column in ("turn", "who", "status", "cost $", "latency s"):
+        table.add_column(column)
+    for turn in trajectory.turns:
+        c = turn.completion
+        table.add_row(str(turn.index), f"orchestrator ({c.model})", c.finish_reason, f"{c.cost_usd:.6f}",
+                      f"{c.latency_s:.2f}")
+        for o in turn.observations:
+            who = o.name + (f"({o.target})" if o.target else "")
+            table.add_row("", who, o.status, f"{o.cost_usd:.6f}", f"{o.latency_s:.2f}")
+    console.print(table)
+    console.print(f"total: ${trajectory.cost_usd:.6f} (orchestrator ${trajectory.orchestrator_cost_usd:.6f}, "
+                  f"tools ${trajectory.tool_cost_usd:.6f}); {trajectory.latency_s:.2f} s")
+
+
+def show_config(
+    path: Annotated[Path | None, typer.Argument(help="Config YAML (default: the bundled pool).")] = None,
+    kind: Annotated[str, typer.Option(help="Which config tree: pool, sft, grpo.")] = "pool",
+    set_: SetOption = None,
+) -> None:
+    """Print a config file resolved against its schema, defaults filled and overrides applied."""
+    from orchestra.train.config import GRPOConfig, SFTConfig
+
+    trees = {"pool": PoolConfig, "sft": SFTConfig, "grpo": GRPOConfig}
+    if kind not in trees:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(trees)}")
+    try:
+        if kind == "pool":
+            config = load_config(path or default_pool_path(), PoolConfig, tuple(set_ or ()))
+        else:
+            config = load_config(path, trees[kind], tuple(set_ or ()))
+    except ConfigError as exc:
+        Console().print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    typer.echo(dump_config(config))

@@ -1,0 +1,52 @@
+"""`orchestra tool call NAME 'JSON'`: run one tool of a pool directly and print its observation as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestra.errors import ConfigError
+from orchestra.pool import build_pool, load_pool_config
+from orchestra.tools.toolbox import Toolbox
+from orchestra.types import ToolCall
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("call")
+def call(
+    name: Annotated[str, typer.Argument(help="Tool name as the orchestrator sees it.")],
+    arguments: Annotated[str, typer.Argument(help="Arguments as a JSON object.")] = "{}",
+    pool: Annotated[Path | None, typer.Option("--pool", help="Pool YAML (default: the bundled pool).")] = None,
+) -> None:
+    """Validate and run one call exactly as an episode would; exit 1 if the observation is an error."""
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"arguments are not JSON: {exc.msg}") from None
+    try:
+        built = build_pool(load_pool_config(pool))
+    except ConfigError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    toolbox = Toolbox.of(built.tools)
+    observation = asyncio.run(toolbox.call(ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
+                                                    error=None if isinstance(parsed, dict) else
+                                                    "arguments must be a JSON object")))
+    typer.echo(json.dumps(dataclasses.asdict(observation), indent=2))
+    if observation.is_error:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_tools(
+    pool: Annotated[Path | None, typer.Option("--pool", help="Pool YAML (default: the bundled pool).")] = None,
+) -> None:
+    """Print every tool's OpenAI schema (with its price and latency in the description)."""
+    built = build_pool(load_pool_config(pool))
+    typer.echo(json.dumps([t.spec.to_openai() for t in built.tools], indent=2))

@@ -1,0 +1,104 @@
+"""Pool: the orchestrator backend and the tools one run may use, built from a `PoolConfig`.
+
+Building a pool resolves every model against the price table first, so a model-tool with no price fails here, at
+load, naming the field (`tools.2.expert.model`), and never runs at $0 by accident. Heavy backends (transformers) are
+imported only when a pool asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from orchestra.backends.base import ChatBackend, Sampling
+from orchestra.backends.pricing import ModelPrice, PriceTable
+from orchestra.config import ModelEndpoint, PoolConfig, load_config
+from orchestra.errors import ConfigError
+from orchestra.preferences import Limits, Preferences
+from orchestra.tools.builtin import BUILTINS
+from orchestra.tools.builtin.expert import expert_tool
+from orchestra.tools.spec import Tool
+
+
+@dataclass(frozen=True)
+class Pool:
+    orchestrator: ChatBackend
+    tools: tuple[Tool, ...]
+    prices: PriceTable
+    preferences: Preferences | None
+    limits: Limits
+    sampling: Sampling
+
+
+def default_pool_path() -> Path:
+    """The bundled offline pool: SmolLM2-135M-Instruct orchestrating a calculator and itself as an expert."""
+    return Path(str(resources.files("orchestra").joinpath("data/default_pool.yaml")))
+
+
+def load_pool_config(path: str | Path | None, overrides: tuple[str, ...] = ()) -> PoolConfig:
+    return load_config(path or default_pool_path(), PoolConfig, overrides)
+
+
+def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
+    table = (prices or PriceTable.default()).with_overrides(config.prices or None)
+    _price(table, config.orchestrator, "orchestrator.model")
+    for i, entry in enumerate(config.tools):
+        if entry.expert is not None:
+            _price(table, entry.expert, f"tools.{i}.expert.model")
+        elif entry.builtin not in BUILTINS:
+            raise ConfigError(f"tools.{i}.builtin: unknown tool {entry.builtin!r}; built-in tools: "
+                              f"{', '.join(sorted(BUILTINS))}")
+    cache: dict[tuple[object, ...], ChatBackend] = {}
+    orchestrator = make_backend(config.orchestrator, table, cache)
+    tools = []
+    for entry in config.tools:
+        if entry.builtin is not None:
+            tools.append(BUILTINS[entry.builtin]())
+            continue
+        assert entry.expert is not None and entry.name is not None
+        backend = make_backend(entry.expert, table, cache)
+        price = table.model(entry.expert.model)
+        tools.append(expert_tool(
+            entry.name, backend, description=entry.description or f"the {entry.expert.model} model",
+            card=price.card(entry.latency_s), kind=entry.tool_kind, provider=price.provider,
+            max_tokens=entry.expert.max_tokens,
+        ))
+    p = config.preferences
+    preferences = Preferences(dict(p.tool_weights), p.outcome, p.cost, p.latency, p.instruction) if p else None
+    lim = config.limits
+    limits = Limits(lim.max_turns, lim.budget_usd, frozenset(lim.banned_tools), frozenset(lim.banned_providers))
+    sampling = Sampling(temperature=config.orchestrator.temperature, max_tokens=config.orchestrator.max_tokens)
+    return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling)
+
+
+def make_backend(endpoint: ModelEndpoint, prices: PriceTable,
+                 cache: dict[tuple[object, ...], ChatBackend] | None = None) -> ChatBackend:
+    """The backend for one endpoint; endpoints with the same weights share one loaded model."""
+    key = (endpoint.kind, endpoint.model, endpoint.path, endpoint.base_url)
+    if cache is not None and key in cache:
+        return cache[key]
+    price = prices.model(endpoint.model)
+    backend: ChatBackend
+    if endpoint.kind == "openai":
+        from orchestra.backends.openai_compat import OpenAICompatBackend
+
+        backend = OpenAICompatBackend(
+            model=endpoint.model, base_url=endpoint.base_url or "", api_key_env=endpoint.api_key_env,
+            price=price, timeout_s=endpoint.timeout_s, max_attempts=endpoint.max_attempts,
+        )
+    else:
+        from orchestra.backends.local import LocalBackend
+
+        backend = (LocalBackend.smollm2(price=price) if endpoint.kind == "bundled"
+                   else LocalBackend.from_pretrained(endpoint.path or "", model=endpoint.model, price=price))
+    if cache is not None:
+        cache[key] = backend
+    return backend
+
+
+def _price(table: PriceTable, endpoint: ModelEndpoint, field: str) -> ModelPrice:
+    try:
+        return table.model(endpoint.model)
+    except ConfigError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
