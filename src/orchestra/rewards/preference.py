@@ -18,7 +18,8 @@ So R is in [0, sum(P)]; a component that is constant over the group contributes 
 price table's business, not the reward's).
 
 What goes into M (`features`):
-- m_t: `Trajectory.tool_counts()`, the calls that ran (malformed or refused calls are format errors, not tool use).
+- m_t: `Trajectory.tool_counts()`, the calls that ran, counted per target model for model-as-argument tools
+  (malformed or refused calls are not tool use). `tool_names` may so name models as well as tools.
 - cost_usd: `Trajectory.cost_usd`: the orchestrator's own tokens plus every tool and model call, the final `answer`
   call included.
 - latency_s: `Trajectory.tool_latency_s`: per turn, the slowest of its concurrent tool calls (the answer call
