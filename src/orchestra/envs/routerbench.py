@@ -101,7 +101,19 @@ def load_rows(paths: str | Path | Iterable[str | Path]) -> list[Row]:
         with file.open(newline="") as handle:
             for raw in csv.DictReader(handle):
                 rows.append(_row(raw, file))
-    return rows
+    return _merge_duplicates(rows)
+
+
+def _merge_duplicates(rows: list[Row]) -> list[Row]:
+    """One row per sample id. The ARC CSV holds a few ids twice, split between a row with ten models' outcomes and a
+    row with only GPT-4's; merged (the first row's records win a clash) so that ids are unique and `start(task)`
+    grades the row the task came from."""
+    merged: dict[str, Row] = {}
+    for row in rows:
+        first = merged.get(row.id)
+        merged[row.id] = row if first is None else Row(
+            first.id, first.task_type, first.question, {**row.records, **first.records})
+    return list(merged.values())
 
 
 def _row(raw: Mapping[str, str], file: Path) -> Row:

@@ -12,12 +12,18 @@ import re
 
 from orchestra.types import Observation
 
-_MARKER = re.compile(r"</?\s*(tool_output|tool_call|tool_response|system|im_start|im_end)", re.IGNORECASE)
+_MARKER = re.compile(r"<(/?)\s*(tool_output|tool_call|tool_response|system)", re.IGNORECASE)
+_SPECIAL = re.compile(r"<\|([A-Za-z_]+)\|>")
 
 
 def escape_markers(text: str) -> str:
-    """Defuse tags that could end the data block or open a new role (`</tool_output>` -> `<\\/tool_output>`)."""
-    return _MARKER.sub(lambda m: m.group(0).replace("<", "<\\").replace("</", "<\\/"), text)
+    """Defuse tags that could end the data block or open a new role.
+
+    `</tool_output>` becomes `<\\/tool_output>` and chat-template special tokens such as `<|im_start|>` become
+    `<\\|im_start|>`, which tokenizers read as ordinary text.
+    """
+    text = _MARKER.sub(lambda m: "<\\" + m.group(1) + m.group(2), text)
+    return _SPECIAL.sub(lambda m: "<\\|" + m.group(1) + "|>", text)
 
 
 def wrap_untrusted(observation: Observation) -> str:
