@@ -33,7 +33,7 @@ from orchestra.envs.base import Instance, Outcome
 from orchestra.errors import ConfigError
 from orchestra.task import Task
 from orchestra.tools.spec import CostCard, Tool, ToolOutput, tool
-from orchestra.types import Trajectory
+from orchestra.types import Message, Trajectory
 
 ALIASES: dict[str, str] = {
     "gpt-4-1106-preview": "gpt-4",
@@ -210,7 +210,8 @@ class RouterBench:
 
     def task(self, row: Row) -> Task:
         prompt = f"Task: {row.task_type}\n{row.question}"
-        return Task(id=row.id, prompt=prompt, metadata={"task_type": row.task_type})
+        prices = {m: round(self.stats.mean_cost_usd[m] * 1000, 4) for m in self.models}
+        return Task(id=row.id, prompt=prompt, metadata={"task_type": row.task_type, "prices_per_1k": prices})
 
     def row(self, task_id: str) -> Row:
         return self._by_id[task_id]
@@ -304,3 +305,25 @@ def load(path: str | Path | None = None, *, dev_fraction: float = 0.0, seed: int
     if chosen is None:
         raise ConfigError(f"routerbench part: {part!r} is not one of train, dev, all")
     return RouterBench(chosen, ModelStats.fit(train))
+
+
+COMPACT_INSTRUCTIONS = (
+    "Route the question to models. ask(model) shows that model's answer; answer(model) gives its answer as final "
+    "(paid once). Call tools as <tool_call>{...}</tool_call>.\nModels, $ per 1k queries:"
+)
+
+
+def compact_prompt(task: Task, specs: Sequence[object], preferences: object | None) -> list[Message]:
+    """A short prompt for small orchestrators: the model list with mean prices, the task type and question.
+
+    The tools' full schemas are left to the backend's rendering (or, for a trained small model, to what it learned);
+    the price list is what the orchestrator needs to trade accuracy for cost. Prices are the mean recorded cost per
+    query on the training part (`Task.metadata["prices_per_1k"]`).
+    """
+    prices = task.metadata.get("prices_per_1k", {})
+    listing = ", ".join(f"{m} {p:.2f}" for m, p in prices.items())
+    user = task.prompt
+    describe = getattr(preferences, "describe", None)
+    if describe is not None and describe():
+        user += "\n" + describe()
+    return [Message("system", f"{COMPACT_INSTRUCTIONS} {listing}"), Message("user", user)]
