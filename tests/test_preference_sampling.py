@@ -175,3 +175,27 @@ def test_candidates_from_price_table_providers():
     providers = {name: price.provider for name, price in TABLE.models.items()}
     got = candidates_from(["gpt-5", "search"], providers)
     assert got == [Candidate("gpt-5", "openai"), Candidate("search", None)]
+
+
+def test_avoid_can_be_restricted_to_named_providers():
+    dist = PreferenceDistribution(family_weights={"avoid": 1.0, "accuracy": 1.0}, avoid_provider_share=1.0,
+                                  avoid_providers=frozenset({"openai"}), always_include=frozenset({"answer"}))
+    families = Counter()
+    for s in _many(dist, 100):
+        families[s.family] += 1
+        if s.family == "avoid":
+            assert s.banned_providers == {"openai"} and not s.banned_tools
+            assert {"gpt-5", "gpt-5-mini"} & set(s.tools)  # only drawn when an openai model is offered
+            assert all(s.preferences.tool_weights[n] == 0.0 for n in ("gpt-5", "gpt-5-mini") if n in s.tools)
+    assert families["avoid"] > 20 and families["accuracy"] > 20
+    no_openai = [c for c in CANDIDATES if c.provider != "openai"]
+    for i in range(20):
+        s = sample_for_example(1, str(i), no_openai, TABLE, dist)
+        assert s.family == "accuracy"  # nothing offered can be avoided
+
+
+def test_cheapest_cost_weight_is_configurable():
+    dist = PreferenceDistribution(family_weights={"cheapest": 1.0}, cheapest_cost_weight=0.5)
+    assert {s.preferences.cost for s in _many(dist, 10)} == {0.5}
+    with pytest.raises(ConfigError):
+        PreferenceDistribution(avoid_provider_share=1.5)

@@ -12,7 +12,7 @@ take the model as an argument. Families of P (each p in [0, 1]):
 - avoid: one candidate, or every candidate of one provider, is to be avoided: p = 0 for them, p = 1 for the other
   offered candidates and p_outcome = 1. The reward cannot go below zero for a call (every p >= 0), so avoiding X is
   taught by rewarding the alternatives; the sample also carries the ban set, for evaluation to check adherence;
-- cheapest: "the cheapest approach that works": p_outcome = 1, p_cost = 1;
+- cheapest: "the cheapest approach that works": p_outcome = 1, p_cost high (1 by default);
 - accuracy: "accuracy first": p_outcome = 1, every other weight 0.
 Candidates in `always_include` (e.g. `answer`) are offered every time, never avoided and weigh 0 in P.
 
@@ -59,6 +59,12 @@ class PreferenceDistribution:
     max_tools: int | None = None
     """Most optional candidates offered; None for all of them."""
     always_include: frozenset[str] = frozenset()
+    avoid_providers: frozenset[str] | None = None
+    """Providers an "avoid" preference may name; None for any provider among the offered candidates."""
+    avoid_provider_share: float = 0.5
+    """Share of "avoid" draws that name a provider (when one is eligible) rather than a single candidate."""
+    cheapest_cost_weight: float = 1.0
+    """p_cost of the "cheapest that works" family."""
     price_weights: Mapping[PriceScheme, float] = field(
         default_factory=lambda: MappingProxyType({"base": 0.2, "multipliers": 0.5, "list": 0.3})
     )
@@ -77,6 +83,8 @@ class PreferenceDistribution:
         low, high = self.multiplier_range
         if not 0 < low <= high:
             raise ConfigError("multiplier_range: needs 0 < low <= high")
+        if not (0 <= self.avoid_provider_share <= 1 and 0 <= self.cheapest_cost_weight <= 1):
+            raise ConfigError("avoid_provider_share and cheapest_cost_weight must be in [0, 1]")
         if self.min_tools < 0 or (self.max_tools is not None and self.max_tools < self.min_tools):
             raise ConfigError("min_tools/max_tools: needs 0 <= min_tools <= max_tools")
 
@@ -127,18 +135,20 @@ def sample_preference(
         raise ConfigError(f"always_include: {sorted(missing)} are not candidates")
     offered = _draw_subset(rng, candidates, distribution)
     optional = [c for c in offered if c.name not in distribution.always_include]
-    feasible = {f: w for f, w in distribution.family_weights.items() if w > 0 and (f != "avoid" or optional)}
+    can_avoid = any(_avoid_options(optional, distribution))
+    feasible = {f: w for f, w in distribution.family_weights.items() if w > 0 and (f != "avoid" or can_avoid)}
     if not feasible:
-        raise ConfigError("family_weights: only 'avoid' has weight, but no optional candidate can be avoided")
+        raise ConfigError("family_weights: only 'avoid' has weight, but nothing offered can be avoided")
     family: Family = _weighted_choice(rng, feasible)
     banned_tools: frozenset[str] = frozenset()
     banned_providers: frozenset[str] = frozenset()
     if family == "corner":
         preferences = _corner(rng, optional)
     elif family == "avoid":
-        preferences, banned_tools, banned_providers = _avoid(rng, optional)
+        preferences, banned_tools, banned_providers = _avoid(rng, optional, distribution)
     elif family == "cheapest":
-        preferences = Preferences(outcome=1.0, cost=1.0, instruction=rng.choice(_CHEAPEST))
+        preferences = Preferences(outcome=1.0, cost=distribution.cheapest_cost_weight,
+                                  instruction=rng.choice(_CHEAPEST))
     else:
         preferences = Preferences(outcome=1.0, instruction=rng.choice(_ACCURACY))
     scheme, source, overrides = _draw_prices(rng, prices, distribution)
@@ -197,10 +207,19 @@ def _corner(rng: random.Random, optional: Sequence[Candidate]) -> Preferences:
     )
 
 
-def _avoid(rng: random.Random, optional: Sequence[Candidate]
+def _avoid_options(optional: Sequence[Candidate], distribution: PreferenceDistribution
+                   ) -> tuple[list[str], bool]:
+    """(providers an "avoid" draw may name, whether it may name a single candidate) for this subset."""
+    providers = sorted({c.provider for c in optional if c.provider
+                        and (distribution.avoid_providers is None or c.provider in distribution.avoid_providers)})
+    share = distribution.avoid_provider_share
+    return (providers if share > 0 else []), bool(optional) and share < 1
+
+
+def _avoid(rng: random.Random, optional: Sequence[Candidate], distribution: PreferenceDistribution
            ) -> tuple[Preferences, frozenset[str], frozenset[str]]:
-    providers = sorted({c.provider for c in optional if c.provider})
-    if providers and rng.random() < 0.5:
+    providers, single = _avoid_options(optional, distribution)
+    if providers and (not single or rng.random() < distribution.avoid_provider_share):
         provider = rng.choice(providers)
         avoided = {c.name for c in optional if c.provider == provider}
         instruction = f"Do not use any model from {provider}."
