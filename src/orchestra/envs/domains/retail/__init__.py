@@ -1,0 +1,1 @@
+"""The retail τ² domain (see tools.py)."""
