@@ -1,0 +1,1 @@
+"""The mock τ² domain (see tools.py)."""

@@ -1,0 +1,1 @@
+"""The telecom τ² domain (see tools.py)."""
