@@ -167,7 +167,8 @@ def asked_answers(messages: Sequence[Message]) -> list[tuple[str, bool, str]]:
     return out
 
 
-_WRAPPED = re.compile(r'^<tool_output [^>]*?(?:status="(\w+)")?[^>]*>\n(.*)\n</tool_output>$', re.DOTALL)
+_WRAPPED = re.compile(r"^<tool_output ([^>]*)>\n(.*)\n</tool_output>$", re.DOTALL)
+_STATUS = re.compile(r'\bstatus="(\w+)"')
 
 
 def unwrap_observation(text: str) -> tuple[str, str]:
@@ -175,7 +176,8 @@ def unwrap_observation(text: str) -> tuple[str, str]:
     match = _WRAPPED.match(text)
     if match is None:
         return ("tool_error" if text.startswith("error:") else "ok"), text
-    return match.group(1) or "ok", match.group(2)
+    status = _STATUS.search(match.group(1))
+    return (status.group(1) if status else "ok"), match.group(2)
 
 
 def _answer_failed(messages: Sequence[Message]) -> bool:

@@ -71,16 +71,13 @@ def _load_qa(data: str | None, part: str | None, dev_fraction: float, seed: int)
 
 
 def _load_tau(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    try:
-        from orchestra.envs import tau
-    except ModuleNotFoundError as exc:
-        raise ConfigError("the tau environment (orchestra.envs.tau) is not part of this installation") from exc
+    from orchestra.envs.tau import TauEnvironment
     from orchestra.paths import shared_data
 
     path = Path(data) if data else shared_data() / "tau2" / "retail"
-    env = tau.load(path)
+    env = TauEnvironment(path.name, path=path)  # the folder's name picks the domain's tools; solo mode
     part = part or "all"
-    config = {"env": "tau", "data": str(path), "part": part}
+    config = {"env": "tau", "data": str(path), "part": part, "mode": env.mode}
     return LoadedEnv(env, list(env.tasks(None if part == "all" else part)), config)
 
 

@@ -242,20 +242,29 @@ def _mean(values: Any) -> float:
 
 
 def _redacted(record: dict[str, Any]) -> dict[str, Any]:
-    """Every string of the record passed through `orchestra.redact.redact` (strings, not the JSON line: a secret
-    with characters that JSON escapes would not match in its escaped form, and a line edit could break the JSON)."""
+    """The record with secrets masked by `orchestra.redact.redact`, applied to its serialized JSON once (one scan
+    of the environment per item, not per string). Secret values are also looked for in their JSON-escaped form; if
+    masking ever broke the JSON, each string is redacted on its own instead."""
     try:
-        from orchestra.redact import redact
+        from orchestra.redact import redact, secret_env_values
     except ImportError:  # redaction is another module's job; without it the record is stored as is
         return record
+    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    escaped = tuple(e for v in secret_env_values() if (e := json.dumps(v, ensure_ascii=False)[1:-1]) != v)
+    masked = redact(line, extra_secrets=escaped)
+    if masked == line:
+        return record
+    try:
+        return json.loads(masked)
+    except ValueError:
+        return _redact_strings(record, redact)
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return redact(value)
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
 
-    return walk(record)
+def _redact_strings(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_strings(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(v, redact) for v in value]
+    return value
