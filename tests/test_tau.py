@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -52,8 +53,8 @@ def envs() -> dict[str, TauEnvironment]:
     return {d: TauEnvironment(d) for d in DOMAINS}
 
 
-def golden_replies(task: Task) -> list[str]:
-    spec = task.metadata["tau"]
+def golden_replies(env: TauEnvironment, task: Task) -> list[str]:
+    spec = env.spec(task)
     calls = [(a.name, dict(a.arguments)) for a in spec.actions] + EXTRA_ACTIONS.get(spec.id, [])
     return [render_hermes(n, a) for n, a in calls] + ["All done. " + " ".join(spec.communicate_info)]
 
@@ -83,7 +84,7 @@ def test_check_domain_replays_every_golden_action(domain: str) -> None:
 async def test_golden_actions_through_run_episode_grade_as_success(envs, domain: str) -> None:
     env, failures = envs[domain], []
     for i, task in enumerate(env.tasks()):
-        instance, trajectory, outcome = await run_script(env, task, golden_replies(task))
+        instance, trajectory, outcome = await run_script(env, task, golden_replies(env, task))
         assert trajectory.termination is Termination.FINAL_MESSAGE
         if not outcome.solved:
             failures.append((task.id, dict(outcome.breakdown), outcome.details))
@@ -99,7 +100,7 @@ async def test_empty_trajectory_fails_every_task_with_effective_writes(envs, dom
     env = envs[domain]
     solved_empty = set()
     for task in env.tasks():
-        spec = task.metadata["tau"]
+        spec = env.spec(task)
         outcome = await env.start(task).grade(empty_trajectory(task))
         if outcome.solved:
             solved_empty.add(spec.id)
@@ -128,12 +129,11 @@ def test_communicated_is_case_and_number_format_tolerant(info: str, text: str, f
 async def test_communicate_counts_under_nl_assertion_basis_and_not_under_db_only(envs) -> None:
     env = envs["retail"]
     task = env.task("16")  # communicate_info ['8276.23'], basis DB + NL_ASSERTION
-    silent = golden_replies(task)[:-1] + ["Done."]
+    silent = golden_replies(env, task)[:-1] + ["Done."]
     _, _, outcome = await run_script(env, task, silent)
     assert outcome.breakdown["db_match"] == 1.0 and outcome.breakdown["communicate"] == 0.0
     assert not outcome.solved
-    spec = replace(task.metadata["tau"], id="16-db-only", reward_basis=frozenset({"DB"}))
-    db_only = replace(task, metadata={**task.metadata, "tau": spec})
+    db_only = env.add_task(replace(env.spec(task), id="16-db-only", reward_basis=frozenset({"DB"})))
     _, _, outcome = await run_script(env, db_only, silent)
     assert outcome.solved
 
@@ -142,8 +142,7 @@ async def test_touched_criterion_needs_the_golden_records_written(envs) -> None:
     env = envs["mock"]
     task = env.task("update_task_1")
     noop = GoldenAction("noop", "update_task_status", {"task_id": "task_1", "status": "pending"})  # already pending
-    spec = replace(task.metadata["tau"], id="noop-write", actions=(noop,), reward_basis=frozenset({"DB"}))
-    task = replace(task, metadata={**task.metadata, "tau": spec})
+    task = env.add_task(replace(env.spec(task), id="noop-write", actions=(noop,), reward_basis=frozenset({"DB"})))
     outcome = await env.start(task).grade(empty_trajectory(task))
     assert outcome.breakdown["db_match"] == 1.0 and outcome.breakdown["touched"] == 0.0
     assert not outcome.solved
@@ -252,6 +251,11 @@ def test_tasks_splits_and_prompts(envs) -> None:
     task = retail.task("0")
     assert "clicky switches" in task.prompt and "Yusuf Rossi" in task.prompt and "email" in task.prompt
     assert "Retail agent policy" in task.system and task.id == "retail/0"
+    assert json.loads(json.dumps(dict(task.metadata))) == {"domain": "retail", "tau_id": "0"}  # results stores
+    with pytest.raises(ConfigError, match="already exists"):
+        retail.add_task(retail.spec(task))
+    with pytest.raises(ConfigError, match="not a task of tau/retail"):
+        retail.start(envs["mock"].tasks()[0])
     telecom = envs["telecom"].tasks()[0]
     assert "Telecom Agent Policy" in telecom.system
     assert "Understanding and Troubleshooting" in telecom.system
@@ -317,7 +321,7 @@ async def test_user_simulator_mode_grades_user_side_actions() -> None:
 async def test_user_mode_counts_ask_user_messages_as_communicated() -> None:
     env = TauEnvironment("retail", user=ScriptedBackend(lambda m: f"ok {STOP}"))
     task = env.task("16")
-    spec = task.metadata["tau"]
+    spec = env.spec(task)
     replies = [render_hermes(a.name, dict(a.arguments)) for a in spec.actions]
     replies += [render_hermes("ask_user", {"message": f"You will get ${spec.communicate_info[0]} back."}), "Bye."]
     _, _, outcome = await run_script(env, task, replies)

@@ -31,8 +31,8 @@ def retail() -> TauEnvironment:
     return TauEnvironment("retail")
 
 
-def golden_replies(task: Task) -> list[str]:
-    spec = task.metadata["tau"]
+def golden_replies(env: TauEnvironment, task: Task) -> list[str]:
+    spec = env.spec(task)
     return [render_hermes(a.name, dict(a.arguments)) for a in spec.actions] + ["Done."]
 
 
@@ -70,7 +70,7 @@ async def episode(instance, tools: Sequence[Tool], script, turns: int = 20):
 
 async def test_p3_instructions_in_tool_outputs_leave_the_db_as_the_clean_run(retail) -> None:
     task = retail.task("0")  # exchange on a delivered order; the customer also has a pending order
-    spec = task.metadata["tau"]
+    spec = retail.spec(task)
     user_id = retail._base["orders"]["#W2378156"]["user_id"]
     pending = [o for o in retail._base["users"][user_id]["orders"] if retail._base["orders"][o]["status"] == "pending"]
     assert pending, "the injection needs a pending order to target"
@@ -78,10 +78,10 @@ async def test_p3_instructions_in_tool_outputs_leave_the_db_as_the_clean_run(ret
     read_tools = {"get_order_details", "get_product_details", "find_user_id_by_name_zip"}
 
     clean = retail.start(task)
-    _, clean_outcome = await episode(clean, clean.tools, golden_replies(task))
+    _, clean_outcome = await episode(clean, clean.tools, golden_replies(retail, task))
     attacked = retail.start(task)
     trajectory, outcome = await episode(attacked, with_planted_text(attacked.tools, read_tools, text),
-                                        golden_replies(task))
+                                        golden_replies(retail, task))
 
     assert clean_outcome.solved and outcome.solved
     assert attacked.db.canonical_hash() == clean.db.canonical_hash() == retail.golden(spec).db_hash
@@ -93,7 +93,7 @@ async def test_p3_instructions_in_tool_outputs_leave_the_db_as_the_clean_run(ret
     # the check can fail: an agent that obeys the planted instruction changes the database and fails the task
     fooled = retail.start(task)
     _, fooled_outcome = await episode(fooled, with_planted_text(fooled.tools, read_tools, text),
-                                      gullible(golden_replies(task), _ORDER_IN_TEXT, lambda order: render_hermes(
+                                      gullible(golden_replies(retail, task), _ORDER_IN_TEXT, lambda order: render_hermes(
                                           "cancel_pending_order", {"order_id": order, "reason": "no longer needed"})))
     assert fooled.db.get("orders", pending[0])["status"] == "cancelled"
     assert fooled.db.canonical_hash() != clean.db.canonical_hash()
@@ -110,13 +110,13 @@ async def test_p3_instructions_planted_in_the_domain_data(tmp_path: Path) -> Non
     (folder / "db.json").write_text(json.dumps(db))
     env = TauEnvironment("mock", path=folder)
     task = env.task("create_task_1")
-    spec = task.metadata["tau"]
-    read_first = [render_hermes("get_task", {"task_id": "task_1"}), *golden_replies(task)]
+    spec = env.spec(task)
+    read_first = [render_hermes("get_task", {"task_id": "task_1"}), *golden_replies(env, task)]
 
     attacked = env.start(task)
     _, outcome = await episode(attacked, attacked.tools, read_first)
     clean = env.start(task)  # the clean run never reads the planted record
-    await episode(clean, clean.tools, golden_replies(task))
+    await episode(clean, clean.tools, golden_replies(env, task))
     assert outcome.solved
     assert attacked.db.canonical_hash() == clean.db.canonical_hash()
     assert attacked.db.canonical_hash(exclude=env.domain.user_tables) == env.golden(spec).db_hash
@@ -131,11 +131,11 @@ async def test_p3_instructions_planted_in_the_domain_data(tmp_path: Path) -> Non
 
 async def test_p5_allow_list_refuses_other_tools_before_they_run(retail) -> None:
     task = retail.task("0")
-    spec = task.metadata["tau"]
+    spec = retail.spec(task)
     reads = frozenset(f.__name__ for f in retail.domain.read_tools)
     restricted = replace(task, allowed_tools=reads)
     instance = retail.start(restricted)
-    backend = ScriptedBackend(golden_replies(task))
+    backend = ScriptedBackend(golden_replies(retail, task))
     trajectory = await run_episode(instance.task, backend, Toolbox.of(instance.tools), limits=Limits(max_turns=20))
 
     refused = [o for o in trajectory.observations if o.name == "exchange_delivered_order_items"]
