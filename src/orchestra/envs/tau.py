@@ -106,8 +106,8 @@ class DomainReport:
 
     def render(self) -> str:
         lines = [f"{self.domain} ({self.path}): {self.tasks} tasks, {len(self.errors)} failing golden actions "
-                 f"({len(self.write_errors)} writes, {len(self.setup_errors)} setup), {len(self.unchanged)} tasks leave the "
-                 f"db unchanged"]
+                 f"({len(self.write_errors)} writes, {len(self.setup_errors)} setup), "
+                 f"{len(self.unchanged)} tasks leave the db unchanged"]
         lines += [f"  task {e.task_id} {e.action_id} {e.name} [{'write' if e.write else 'read'}]: {e.message}"
                   for e in self.errors]
         return "\n".join(lines)
