@@ -1,0 +1,87 @@
+"""`orchestra eval` / `orchestra report` end to end on a hand-made RouterBench CSV: preferences, price overrides,
+an orchestrator served over real HTTP (127.0.0.1), a pool's model prompted as orchestrator, and error exits."""
+
+import json
+
+import pytest
+from test_eval_baselines import ROWS, write_csv
+from typer.testing import CliRunner
+
+from orchestra.backends.pricing import PriceTable
+from orchestra.cli import app
+from orchestra.evaluate.store import read_items
+from orchestra.types import Usage
+from tests.servers.scripted_openai import ScriptedOpenAIServer, tool_then_answer
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_csv(tmp_path / "toy.csv", ROWS)
+
+
+def invoke(*args):
+    argv = [str(a) for a in args]
+    return CliRunner().invoke(app, [*argv, "--no-progress"] if argv[0] == "eval" else argv)
+
+
+def test_prefer_avoid_with_a_base_run_prices_file_and_report(toy, tmp_path):
+    base = invoke("eval", "routerbench", "--data", toy, "-o", "always:m3", "--out", tmp_path / "base")
+    assert base.exit_code == 0, base.output
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  gpt-5-mini: {input: 0.5, output: 4.0}\n")
+    run = invoke("eval", "routerbench", "--data", toy, "-o", "always:m1", "-o", "always:m3", "--prefer-avoid", "m3",
+                 "--base-run", tmp_path / "base" / "always_m3", "--prices", prices, "--out", tmp_path / "pref")
+    assert run.exit_code == 0, run.output
+    obeyed = json.loads((tmp_path / "pref" / "always_m1" / "results.json").read_text())
+    assert obeyed["config"]["preferences"]["tool_weights"] == {"m1": 1.0, "m2": 1.0, "m3": 0.0}
+    assert obeyed["config"]["prices"]["version"].endswith("+overrides")
+    assert obeyed["preference"]["dispreferred_call_share"] == 0.0 and obeyed["preference"]["n_compared"] == 5
+    items = read_items(tmp_path / "pref" / "always_m1" / "items.jsonl")
+    assert "do not use m3" in items[0]["trajectory"]["messages"][1]["content"]  # the instruction reached the prompt
+    report = invoke("report", tmp_path / "base", tmp_path / "pref", "--out", tmp_path / "report")
+    assert report.exit_code == 0, report.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md.count("## routerbench") == 2 and "share of calls to avoided tools" in md
+
+
+def test_served_orchestrator_pays_its_own_tokens_and_its_calls(toy, tmp_path):
+    handler = tool_then_answer("answer", {"model": "m2"}, usage=(50, 10))
+    with ScriptedOpenAIServer(handler) as server:
+        run = invoke("eval", "routerbench", "--data", toy, "-o", server.base_url, "--endpoint-model", "gpt-5-mini",
+                     "--out", tmp_path)
+        assert run.exit_code == 0, run.output + repr(run.exception)
+        assert len(server.requests) == 5
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    own = PriceTable.default().cost_usd("gpt-5-mini", Usage(50, 10))
+    assert results["cost_per_query_usd"] == pytest.approx(own + 0.01)
+    assert results["accuracy"] == pytest.approx(4 / 5)
+    assert results["calls"]["share"] == {"m2": 1.0}
+
+
+def test_a_pool_model_prompted_as_orchestrator(toy, tmp_path):
+    handler = tool_then_answer("answer", {"model": "m1"}, hermes=True)
+    with ScriptedOpenAIServer(handler) as server:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(f"tools:\n  - name: mini\n    expert: {{kind: openai, model: gpt-5-mini, "
+                        f"base_url: '{server.base_url}'}}\n")
+        run = invoke("eval", "routerbench", "--data", toy, "-o", "prompted:gpt-5-mini", "--pool", pool,
+                     "--out", tmp_path / "runs", "--limit", "2")
+        assert run.exit_code == 0, run.output + repr(run.exception)
+        sent = server.requests[0].body
+    assert sent["model"] == "gpt-5-mini" and any(t["function"]["name"] == "ask" for t in sent["tools"])
+    results = json.loads((tmp_path / "runs" / "prompted_gpt-5-mini" / "results.json").read_text())
+    assert results["n"] == 2 and results["calls"]["share"] == {"m1": 1.0}
+
+
+def test_mistakes_exit_2_with_the_fix(toy, tmp_path):
+    bad = invoke("eval", "routerbench", "--data", toy, "-o", "nonsense", "--out", tmp_path)
+    assert bad.exit_code == 2 and "not a known form" in bad.output
+    missing = invoke("eval", "routerbench", "--data", toy, "-o", "prompted:nope", "--out", tmp_path)
+    assert missing.exit_code == 2 and "has no model 'nope'" in missing.output
+    part = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--part", "dev", "--out", tmp_path)
+    assert part.exit_code == 2 and "--dev-fraction" in part.output
+    assert invoke("eval", "nowhere", "-o", "oracle").exit_code == 2
+    prefs = tmp_path / "prefs.yaml"
+    prefs.write_text("tool_weights: {m1: 1.0}\ncolour: blue\n")
+    wrong = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--preferences", prefs, "--out", tmp_path)
+    assert wrong.exit_code == 2 and "keys among" in wrong.output

@@ -1,0 +1,61 @@
+"""Local orchestrators in evaluations: a trained-checkpoint folder (orchestra.json names its prompt builder) and
+`prompted:local`, including the tau solo-mode evaluation with trials (pass^k), on a tiny random model."""
+
+import json
+
+import pytest
+from fixtures_tiny import tiny_model, tiny_tokenizer
+from typer.testing import CliRunner
+
+from orchestra.backends.base import Sampling
+from orchestra.cli import app
+from orchestra.envs.routerbench import ModelStats, RouterBench, compact_prompt, load_rows
+from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
+from orchestra.evaluate.store import read_items
+from orchestra.preferences import Limits
+from orchestra.rollout.batch import EpisodeSettings
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-orchestrator")
+    tokenizer = tiny_tokenizer()
+    tiny_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+async def test_checkpoint_folder_runs_with_the_prompt_builder_it_names(tiny_dir, tmp_path):
+    from test_eval_baselines import ROWS, write_csv
+
+    (tiny_dir / "orchestra.json").write_text(json.dumps({"prompt": "routerbench-compact", "model": "tiny-orch"}))
+    rows = load_rows(write_csv(tmp_path / "toy.csv", ROWS))
+    env = RouterBench(rows, ModelStats.fit(rows))
+    orchestrator = resolve_orchestrator(str(tiny_dir), SpecContext(env))
+    assert orchestrator.build_prompt is compact_prompt and orchestrator.backend.model == "tiny-orch"
+    settings = EpisodeSettings(limits=Limits(max_turns=2), sampling=Sampling(max_tokens=8))
+    results = await evaluate(env, env.tasks()[:2], orchestrator, tmp_path / "run", config={"spec": "ckpt"},
+                             settings=settings)
+    assert results["n"] == 2 and results["orchestrator"]["prompt"] == "routerbench-compact"
+    items = read_items(tmp_path / "run" / "items.jsonl")
+    first_turn = items[0]["trajectory"]["turns"][0]["completion"]
+    assert first_turn["model"] == "tiny-orch" and first_turn["completion_ids"]  # the sampled ids are stored
+    assert items[0]["trajectory"]["messages"][0]["content"].startswith("Route the question to models.")
+
+
+def test_tau_solo_evaluation_with_a_local_model_and_two_trials(tiny_dir, tmp_path, data_dir):
+    retail = data_dir / "tau2" / "retail"
+    if not retail.is_dir():
+        pytest.skip(f"no tau2 retail domain at {retail}")
+    result = CliRunner().invoke(app, [
+        "eval", "tau", "--data", str(retail), "--orchestrator", "prompted:local", "--local-model", str(tiny_dir),
+        "--trials", "2", "--limit", "3", "--max-tokens", "16", "--max-turns", "2", "--out", str(tmp_path),
+        "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    results = json.loads((tmp_path / "prompted_local" / "results.json").read_text())
+    assert results["n"] == 6 and results["n_tasks"] == 3 and results["trials"] == 2
+    assert set(results["pass_hat_k"]) == {"1", "2"}
+    assert results["pass_hat_k"]["2"] <= results["pass_hat_k"]["1"] == pytest.approx(results["pass_at_1"])
+    assert results["config"]["env"] == "tau" and results["config"]["mode"] == "solo"
+    items = read_items(tmp_path / "prompted_local" / "items.jsonl")
+    assert sorted(i["id"] for i in items) == sorted(f"{t}#{k}" for t in {i["task_id"] for i in items} for k in (0, 1))
