@@ -1,0 +1,187 @@
+"""Batched sampling from a transformers causal LM, with exact ids and per-token log-probabilities.
+
+`generate_rows` runs one left-padded batch to completion with its own decode loop over the model's forward pass and
+a `DynamicCache` (not `model.generate`), so that every row can have its own sampling settings and stop rule and the
+reported numbers are exactly what was sampled:
+- temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), cut to the smallest top-p set, sampled
+  (by inverting the CDF with one uniform draw) from a per-row `torch.Generator` seeded from `Sampling.seed` (or a seed the caller draws), so a seeded row's output
+  does not depend on which other rows share its batch.
+- `logprobs[i]` is log_softmax(logits) of the sampled token at temperature 1.0 with no top-p cut: the policy's own
+  log-probability, which is what GRPO importance ratios need; it is NOT the probability under the (tempered,
+  truncated) distribution the token was drawn from.
+- A row stops after an end id (EOS, `<|im_end|>`; the end id is included in `completion_ids`), once its decoded
+  text contains a stop string (the ids up to and including the token that completed it are kept; callers cut the
+  text), or at its token budget (`max_tokens`, and never past the context window) with finish reason "length".
+- Finished rows are dropped from the batch and the cache, so a long row does not make short ones cost more.
+Positions come from the attention mask (left padding does not shift a row's positions), so a row's logits equal
+those of the same prompt run alone, up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from orchestra.backends.base import Sampling
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One row's result: the sampled ids (end id included when the model ended), their log-probs, why it stopped."""
+
+    completion_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: FinishReason
+
+
+@dataclass(slots=True)
+class _Row:
+    """A row's mutable decoding state (private to one `generate_rows` call)."""
+
+    index: int
+    sampling: Sampling
+    budget: int
+    generator: torch.Generator | None
+    ids: list[int]
+    logprobs: list[float]
+
+
+def generate_rows(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    samplings: Sequence[Sampling],
+    *,
+    seeds: Sequence[int],
+    end_ids: Collection[int],
+    pad_id: int,
+    max_context_tokens: int,
+    decode: Callable[[Sequence[int]], str],
+) -> list[Generation]:
+    """Sample one completion per prompt in a single batch. Every prompt must be shorter than the context window.
+
+    `seeds[i]` seeds row i's generator when `samplings[i].seed` is None. `decode` turns ids into text (for stop
+    strings). Shapes: the batch is (rows, longest prompt) left-padded with `pad_id`.
+    """
+    if len(prompts) != len(samplings) or len(prompts) != len(seeds):
+        raise ValueError("prompts, samplings and seeds must have the same length")
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    rows = [_new_row(i, p, s, seed, max_context_tokens, device) for i, (p, s, seed) in
+            enumerate(zip(prompts, samplings, seeds, strict=True))]
+    results: dict[int, Generation] = {}
+    end = frozenset(end_ids)
+    with torch.inference_mode():
+        logits, cache, attention, positions = _prefill(model, prompts, pad_id, device)
+        active = rows
+        while active:
+            tokens, logprobs = _choose(logits, active)
+            keep: list[int] = []
+            for slot, (row, token, logprob) in enumerate(zip(active, tokens, logprobs, strict=True)):
+                row.ids.append(token)
+                row.logprobs.append(logprob)
+                reason = _stop_reason(row, token, end, decode)
+                if reason is None:
+                    keep.append(slot)
+                else:
+                    results[row.index] = Generation(tuple(row.ids), tuple(row.logprobs), reason)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                attention, positions, tokens_t = attention[index], positions[index], torch.tensor(tokens)[keep]
+                active = [active[k] for k in keep]
+            else:
+                tokens_t = torch.tensor(tokens)
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            positions = positions + 1
+            out = model(input_ids=tokens_t.to(device)[:, None], attention_mask=attention,
+                        position_ids=positions[:, None], past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1].float()
+    return [results[i] for i in range(len(rows))]
+
+
+def _new_row(index: int, prompt: Sequence[int], sampling: Sampling, seed: int, max_context_tokens: int,
+             device: torch.device) -> _Row:
+    budget = min(sampling.max_tokens, max_context_tokens - len(prompt))
+    if budget < 1:
+        raise ValueError(f"row {index}: a {len(prompt)}-token prompt leaves no room in a {max_context_tokens}-token "
+                         "context (or max_tokens < 1)")
+    generator = None
+    if sampling.temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(sampling.seed if sampling.seed is not None else seed)
+    return _Row(index, sampling, budget, generator, [], [])
+
+
+def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
+    """Run the left-padded prompts; (last logits, cache, attention mask, last positions)."""
+    from transformers import DynamicCache
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, prompt in enumerate(prompts):
+        input_ids[r, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        attention[r, width - len(prompt):] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1].float(), cache, attention, position_ids[:, -1]
+
+
+def _choose(logits: torch.Tensor, rows: Sequence[_Row]) -> tuple[list[int], list[float]]:
+    """Pick each row's next token; return (tokens, temperature-1 log-probs). logits: (rows, vocab) float32."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    tokens = logits.argmax(dim=-1).tolist()
+    sampled = [slot for slot, row in enumerate(rows) if row.sampling.temperature > 0]
+    if sampled:
+        temperatures = torch.tensor([rows[k].sampling.temperature for k in sampled], device=logits.device)
+        probs = torch.softmax(logits[sampled] / temperatures[:, None], dim=-1)
+        for i, slot in enumerate(sampled):
+            row_probs = probs[i] if rows[slot].sampling.top_p >= 1.0 else _top_p(probs[i], rows[slot].sampling.top_p)
+            tokens[slot] = _draw(row_probs, rows[slot].generator)
+    picked = log_probs.gather(1, torch.tensor(tokens, device=logits.device)[:, None]).squeeze(1).tolist()
+    return [int(t) for t in tokens], [float(x) for x in picked]
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One token from `probs` (unnormalized is fine) by inverting the CDF with one uniform draw.
+
+    Same distribution as `torch.multinomial(probs, 1)`, about 100x faster on a 49k vocabulary on CPU; the float64
+    cumulative sum keeps the tail's rounding far below any probability that matters. Zero-probability tokens are
+    never picked (the CDF does not rise at them).
+    """
+    cdf = probs.double().cumsum(0)
+    u = torch.rand((), generator=generator, device=probs.device, dtype=torch.float64) * cdf[-1]
+    return int(torch.searchsorted(cdf, u, right=True).clamp(max=probs.numel() - 1))
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero every token outside the smallest set whose mass reaches `top_p` (the most likely token always stays)."""
+    sorted_probs, order = probs.sort(descending=True)
+    outside = (sorted_probs.cumsum(0) - sorted_probs) >= top_p
+    sorted_probs[outside] = 0.0
+    return torch.zeros_like(probs).scatter(0, order, sorted_probs)
+
+
+def _stop_reason(row: _Row, token: int, end_ids: frozenset[int], decode: Callable[[Sequence[int]], str]
+                 ) -> FinishReason | None:
+    if token in end_ids:
+        return "stop"
+    if row.sampling.stop:
+        # A stop string that completes now ends in this token's text; earlier ones would have stopped the row.
+        text = decode(row.ids)
+        if any(stop in text for stop in row.sampling.stop):
+            return "stop"
+    if len(row.ids) >= row.budget:
+        return "length"
+    return None
