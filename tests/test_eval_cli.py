@@ -42,6 +42,19 @@ def test_prefer_avoid_with_a_base_run_prices_file_and_report(toy, tmp_path):
     assert report.exit_code == 0, report.output
     md = (tmp_path / "report" / "report.md").read_text()
     assert md.count("## routerbench") == 2 and "share of calls to avoided tools" in md
+    score = f"{obeyed['preference']['score']:.3f}"
+    assert f"| always:m1 | 0.000 | {score} | 5 |" in md
+
+    # Without --base-run, the report pairs a preference run with the same spec's run without preferences.
+    again = invoke("eval", "routerbench", "--data", toy, "-o", "always:m1", "--prefer-avoid", "m3",
+                   "--out", tmp_path / "pref2")
+    plain = invoke("eval", "routerbench", "--data", toy, "-o", "always:m1", "--out", tmp_path / "plain")
+    assert again.exit_code == plain.exit_code == 0
+    assert "score" not in json.loads((tmp_path / "pref2" / "always_m1" / "results.json").read_text())["preference"]
+    report = invoke("report", tmp_path / "plain", tmp_path / "pref2", "--out", tmp_path / "report2")
+    assert report.exit_code == 0, report.output
+    # against itself: per solved item m1 count 1/1 plus outcome 1, times P = 2; m1 solves 2 of 5 items
+    assert "| always:m1 | 0.000 | 0.800 | 5 |" in (tmp_path / "report2" / "report.md").read_text()
 
 
 def test_served_orchestrator_pays_its_own_tokens_and_its_calls(toy, tmp_path):

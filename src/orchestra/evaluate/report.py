@@ -74,6 +74,30 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
+def with_preference_scores(runs: Sequence[Run]) -> list[Run]:
+    """Runs with preferences but no preference-following score get one against their base run, when the report
+    holds it: the run of the same spec on the same benchmark without preferences (scored item by item)."""
+    from orchestra.evaluate.run import preference_summary
+    from orchestra.evaluate.store import read_items
+
+    def key(run: Run) -> str:
+        config = {k: v for k, v in run.results.get("config", {}).items() if k != "preferences"}
+        return json.dumps(config, sort_keys=True, default=str)
+
+    bases = {key(r): r for r in runs if not r.results.get("config", {}).get("preferences")}
+    out = []
+    for run in runs:
+        base = bases.get(key(run))
+        if (run.results.get("config", {}).get("preferences") and run.preference_score is None and base is not None
+                and (run.path / "items.jsonl").exists() and (base.path / "items.jsonl").exists()):
+            digest = run.results.get("config_hash")
+            records = [r for r in read_items(run.path / "items.jsonl") if r.get("config_hash", digest) == digest]
+            summary = preference_summary(records, read_items(base.path / "items.jsonl"))
+            run = Run(run.path, {**run.results, "preference": {**summary, "base_run": str(base.path)}})
+        out.append(run)
+    return out
+
+
 def group_benchmarks(runs: Sequence[Run]) -> list[Benchmark]:
     """Runs grouped by what makes their numbers comparable, in first-seen order; policies sorted by cost."""
     groups: dict[str, list[Run]] = {}
@@ -107,7 +131,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, *, title: str = "
     """Write report.md (+ its PNGs) and report.html into `out`; returns the two report paths."""
     from orchestra.evaluate.report_html import render_html
 
-    benchmarks = group_benchmarks(load_runs(paths))
+    benchmarks = group_benchmarks(with_preference_scores(load_runs(paths)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[dict[str, bytes]] = []
