@@ -60,10 +60,12 @@ def tool_response(content: str) -> str:
 class ChatFormat:
     """Renders `Message`s with a tokenizer's chat template. Capabilities are detected once, or given explicitly."""
 
-    def __init__(self, tokenizer: Any, *, native_tools: bool | None = None, native_tool_role: bool | None = None):
+    def __init__(self, tokenizer: Any, *, native_tools: bool | None = None, native_tool_role: bool | None = None,
+                 render_tools: bool = True):
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("the tokenizer has no chat template: set `tokenizer.chat_template` before use")
         self.tokenizer = tokenizer
+        self.render_tools = render_tools
         self.native_tools = self._detect_native_tools() if native_tools is None else native_tools
         self.native_tool_role = (
             bool(_TOOL_ROLE.search(self._template_source())) if native_tool_role is None else native_tool_role
@@ -71,6 +73,8 @@ class ChatFormat:
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], *, add_generation_prompt: bool) -> str:
         """The prompt text of `messages` with `tools`, optionally ending with the assistant generation prompt."""
+        if not self.render_tools:
+            tools = ()
         return self._apply(self.template_messages(messages, tools), tools, add_generation_prompt)
 
     def continuation(
