@@ -36,7 +36,7 @@ ENV_SOURCE = textwrap.dedent('''
     class Counting:
         name = "counting"
 
-        def __init__(self, side_file, n=40, delay_s=0.03):
+        def __init__(self, side_file, n=40, delay_s=0.05):
             self.side_file, self.n, self.delay_s = side_file, n, delay_s
 
         def tasks(self, split=None):
@@ -91,7 +91,7 @@ def test_kill_9_mid_run_then_resume_pays_only_in_flight_items_again(tmp_path):  
     script = tmp_path / "counting_eval.py"
     script.write_text(ENV_SOURCE)
     out, side = tmp_path / "run", tmp_path / "paid.txt"
-    kill_after = random.Random(7).randint(3, 25)
+    kill_after = random.Random(7).randint(3, 15)
     proc = run_script(script, out, side, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     items = out / "items.jsonl"
