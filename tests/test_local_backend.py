@@ -197,6 +197,14 @@ def test_max_tokens_and_generate_batch(backend, tok):
         assert rich[0].completion_ids[-1] in backend.end_ids
 
 
+@pytest.mark.parametrize("bad", [Sampling(max_tokens=0), Sampling(temperature=-1.0), Sampling(top_p=0.0)])
+async def test_invalid_sampling_is_a_config_error(backend, bad):
+    with pytest.raises(ConfigError, match="sampling"):
+        await backend.complete([Message("user", "x")], [], bad)
+    with pytest.raises(ConfigError, match="sampling"):
+        backend.generate_batch([[1, 2, 3]], bad)
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([0.1, 0.5, 0.3, 0.1])
     assert _top_p(probs.clone(), 0.7).tolist() == pytest.approx([0.0, 0.5, 0.3, 0.0])

@@ -4,10 +4,10 @@ Used as the orchestrator of the offline demo (SmolLM2-135M-Instruct from the `ll
 `orchestra.backends.gguf`) and by GRPO training, which needs the ids the model read and sampled.
 
 How a call flows: `complete` renders the conversation (`orchestra.backends.chat_format`), turns it into prompt ids,
-and hands them to a micro-batcher; the batcher collects the requests of concurrent episodes for up to
-`batch_wait_s` (or until `max_batch_size`) and runs them as one left-padded batch in a worker thread
-(`orchestra.backends.generate`), one batch at a time. On two CPU cores a batch of 16 gives about 8x the tokens per
-second of one row, which is what makes many concurrent rollouts fast.
+and hands them to a micro-batcher (`orchestra.backends.batching`); it collects the requests of concurrent episodes
+for up to `batch_wait_s` (or until `max_batch_size`) and runs them as one left-padded batch in a worker thread
+(`orchestra.backends.generate`), one batch at a time. On two CPU cores a batch of 16 gives several times (6-8x
+measured with SmolLM2) the tokens per second of one row, which is what makes many concurrent rollouts fast.
 
 Invariants
 - `Completion.prompt_ids` are exactly the ids fed to the model; `completion_ids` are exactly the sampled ids (the end
@@ -19,13 +19,15 @@ Invariants
   appended. Sampled text is never re-tokenized (its re-tokenization may differ from what was sampled). This rests on
   a bounded LRU cache (`prefix_cache_entries`) keyed by the conversation and tools; on a miss (evicted, or a
   conversation this backend did not produce) the whole conversation is rendered and tokenized, and `stats` counts it.
+  Replies with tool calls have unique call ids, so their keys are unique; two replies with the same text and no
+  tool calls to the same conversation share a key, and a later turn extends the more recent one's ids (the same
+  text, possibly split differently). The episode loop never continues after such a reply (it is the final answer).
 - A prompt that leaves no room for one token in the context window raises `ContextLengthError` before any work.
 - Generation failures (out of memory, ...) reach every waiting caller as `BackendError`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import json
@@ -34,15 +36,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from orchestra.backends.base import Sampling, estimate_prompt_tokens
+from orchestra.backends.batching import MicroBatcher
 from orchestra.backends.chat_format import ChatFormat
 from orchestra.backends.generate import Generation, generate_rows
 from orchestra.backends.pricing import ModelPrice
-from orchestra.errors import BackendError, ConfigError, ContextLengthError
+from orchestra.errors import ConfigError, ContextLengthError
 from orchestra.rollout.parse import parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
@@ -113,7 +116,7 @@ class LocalBackend:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # one batch on the model at a time, whichever thread or loop asks
         self._prefixes: _PrefixCache = _PrefixCache(prefix_cache_entries)
-        self._batcher = _MicroBatcher(self._run_batch, max_batch_size, batch_wait_s)
+        self._batcher = MicroBatcher(self._run_batch, max_batch_size, batch_wait_s)
         self._call_ids = itertools.count()
         self._stats = BackendStats()
         self._stats_lock = threading.Lock()
@@ -151,6 +154,7 @@ class LocalBackend:
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling
     ) -> Completion:
         started = time.perf_counter()
+        _check_sampling(sampling)
         prompt_ids = self.prompt_ids(messages, tools)
         generation = await self._batcher.submit(prompt_ids, sampling)
         ids = generation.completion_ids
@@ -204,7 +208,9 @@ class LocalBackend:
         """Sample one completion per prompt, in batches of at most `max_batch_size` (blocking; thread-safe)."""
         samplings = [sampling] * len(prompts) if isinstance(sampling, Sampling) else list(sampling)
         if len(samplings) != len(prompts):
-            raise ValueError("give one Sampling, or one per prompt")
+            raise ConfigError("generate: give one Sampling, or one per prompt")
+        for s in samplings:
+            _check_sampling(s)
         for prompt in prompts:
             if len(prompt) >= self.max_context_tokens:
                 raise ContextLengthError(f"a prompt is {len(prompt)} tokens; the context is "
@@ -283,6 +289,15 @@ def _conversation_keys(messages: Sequence[Message], tools: Sequence[ToolSpec]) -
     return keys
 
 
+def _check_sampling(sampling: Sampling) -> None:
+    if sampling.max_tokens < 1:
+        raise ConfigError(f"sampling.max_tokens: must be at least 1 (got {sampling.max_tokens})")
+    if sampling.temperature < 0:
+        raise ConfigError(f"sampling.temperature: must be >= 0 (got {sampling.temperature})")
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise ConfigError(f"sampling.top_p: must be in (0, 1] (got {sampling.top_p})")
+
+
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return text[: min(cuts)] if cuts else text
@@ -312,87 +327,3 @@ def _end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if not ids:
         raise ConfigError("the tokenizer and model define no end-of-sequence token")
     return frozenset(ids)
-
-
-@dataclass
-class _Waiting:
-    """A request queued on one event loop (mutable, private to the batcher)."""
-
-    prompt_ids: tuple[int, ...]
-    sampling: Sampling
-    future: asyncio.Future[Generation]
-
-
-@dataclass
-class _LoopQueue:
-    pending: list[_Waiting] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    worker: asyncio.Task[None] | None = None
-
-
-class _MicroBatcher:
-    """Gathers concurrent requests of one event loop into batches run by `run` in a worker thread.
-
-    A worker task per loop exists only while requests are pending: it waits up to `wait_s` for the batch to fill,
-    runs it (off the loop, so tools keep running meanwhile), delivers results, and repeats; requests that arrive
-    while a batch runs form the next one.
-    """
-
-    def __init__(self, run, max_batch_size: int, wait_s: float):
-        self._run = run
-        self._max = max_batch_size
-        self._wait_s = wait_s
-        self._queues: dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
-
-    async def submit(self, prompt_ids: tuple[int, ...], sampling: Sampling) -> Generation:
-        loop = asyncio.get_running_loop()
-        queue = self._queues.setdefault(loop, _LoopQueue())
-        waiting = _Waiting(prompt_ids, sampling, loop.create_future())
-        queue.pending.append(waiting)
-        if len(queue.pending) >= self._max:
-            queue.wake.set()
-        if queue.worker is None or queue.worker.done():
-            queue.worker = loop.create_task(self._drain(loop, queue))
-        return await waiting.future
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue) -> None:
-        try:
-            while queue.pending:
-                await self._fill(loop, queue)
-                batch = [w for w in queue.pending[: self._max] if not w.future.done()]
-                del queue.pending[: self._max]
-                if batch:
-                    await self._run_and_deliver(batch)
-        finally:
-            if self._queues.get(loop) is queue:
-                del self._queues[loop]
-            for w in queue.pending:  # only left when the worker itself was cancelled
-                w.future.cancel()
-
-    async def _fill(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue) -> None:
-        deadline = loop.time() + self._wait_s
-        while len(queue.pending) < self._max and (remaining := deadline - loop.time()) > 0:
-            queue.wake.clear()
-            try:
-                await asyncio.wait_for(queue.wake.wait(), remaining)
-            except TimeoutError:
-                return
-
-    async def _run_and_deliver(self, batch: list[_Waiting]) -> None:
-        try:
-            results = await asyncio.to_thread(self._run, [(w.prompt_ids, w.sampling) for w in batch])
-        except asyncio.CancelledError:
-            for w in batch:  # the loop is shutting down: nobody may wait forever on a batch that will not report
-                w.future.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - infrastructure failure: every caller in the batch gets it
-            error = exc if isinstance(exc, BackendError) else BackendError(
-                f"local generation failed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc if error is not exc else exc.__cause__
-            for w in batch:
-                if not w.future.done():
-                    w.future.set_exception(error)
-            return
-        for w, result in zip(batch, results, strict=True):
-            if not w.future.done():
-                w.future.set_result(result)
