@@ -4,8 +4,8 @@
 a `DynamicCache` (not `model.generate`), so that every row can have its own sampling settings and stop rule and the
 reported numbers are exactly what was sampled:
 - temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), cut to the smallest top-p set, sampled
-  (by inverting the CDF with one uniform draw) from a per-row `torch.Generator` seeded from `Sampling.seed` (or a seed the caller draws), so a seeded row's output
-  does not depend on which other rows share its batch.
+  (by inverting the CDF with one uniform draw) from a per-row `torch.Generator` seeded from `Sampling.seed` (or a
+  seed the caller draws), so a seeded row's output does not depend on which other rows share its batch.
 - `logprobs[i]` is log_softmax(logits) of the sampled token at temperature 1.0 with no top-p cut: the policy's own
   log-probability, which is what GRPO importance ratios need; it is NOT the probability under the (tempered,
   truncated) distribution the token was drawn from.
