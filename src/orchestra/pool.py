@@ -91,7 +91,7 @@ def make_backend(endpoint: ModelEndpoint, prices: PriceTable,
         from orchestra.backends.local import LocalBackend
 
         backend = (LocalBackend.smollm2(price=price) if endpoint.kind == "bundled"
-                   else LocalBackend.from_pretrained(endpoint.path or "", model=endpoint.model, price=price))
+                   else LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price))
     if cache is not None:
         cache[key] = backend
     return backend
