@@ -7,18 +7,21 @@ imported only when a pool asks for them.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from orchestra.backends.base import ChatBackend, Sampling
+from orchestra.backends.base import ChatBackend, Sampling, estimate_prompt_tokens
 from orchestra.backends.pricing import ModelPrice, PriceTable
 from orchestra.config import ModelEndpoint, PoolConfig, load_config
 from orchestra.errors import ConfigError
 from orchestra.preferences import Limits, Preferences
 from orchestra.tools.builtin import BUILTINS
 from orchestra.tools.builtin.expert import expert_tool
-from orchestra.tools.spec import Tool
+from orchestra.tools.spec import Tool, ToolSpec
+from orchestra.types import Completion, Message, Usage
 
 
 @dataclass(frozen=True)
@@ -72,29 +75,61 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling)
 
 
+class LazyBackend:
+    """A backend built on first use: a pool whose tools are called directly (`orchestra tool call`) never loads
+    the orchestrator's weights. Name and worst-case cost are known without loading."""
+
+    def __init__(self, name: str, price: ModelPrice, factory: Callable[[], ChatBackend]):
+        self._name = name
+        self.price = price
+        self._factory = factory
+        self._backend: ChatBackend | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def model(self) -> str:
+        return self._name
+
+    def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
+        tokens = estimate_prompt_tokens(messages, tools)
+        return self.price.cost_usd(Usage(tokens, sampling.max_tokens))
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> Completion:
+        async with self._lock:
+            if self._backend is None:
+                self._backend = await asyncio.to_thread(self._factory)
+        return await self._backend.complete(messages, tools, sampling)
+
+
 def make_backend(endpoint: ModelEndpoint, prices: PriceTable,
                  cache: dict[tuple[object, ...], ChatBackend] | None = None) -> ChatBackend:
-    """The backend for one endpoint; endpoints with the same weights share one loaded model."""
+    """The backend for one endpoint; endpoints with the same weights share one loaded model. Local weights load
+    lazily, on the first completion."""
     key = (endpoint.kind, endpoint.model, endpoint.path, endpoint.base_url)
     if cache is not None and key in cache:
         return cache[key]
     price = prices.model(endpoint.model)
     backend: ChatBackend
-    if endpoint.kind == "openai":
+    if endpoint.kind != "openai":
+        backend = LazyBackend(endpoint.model, price, lambda: _local_backend(endpoint, price))
+    else:
         from orchestra.backends.openai_compat import OpenAICompatBackend
 
         backend = OpenAICompatBackend(
             model=endpoint.model, base_url=endpoint.base_url or "", api_key_env=endpoint.api_key_env,
             price=price, timeout_s=endpoint.timeout_s, max_attempts=endpoint.max_attempts,
         )
-    else:
-        from orchestra.backends.local import LocalBackend
-
-        backend = (LocalBackend.smollm2(price=price) if endpoint.kind == "bundled"
-                   else LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price))
     if cache is not None:
         cache[key] = backend
     return backend
+
+
+def _local_backend(endpoint: ModelEndpoint, price: ModelPrice) -> ChatBackend:
+    from orchestra.backends.local import LocalBackend
+
+    if endpoint.kind == "bundled":
+        return LocalBackend.smollm2(price=price)
+    return LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price)
 
 
 def _price(table: PriceTable, endpoint: ModelEndpoint, field: str) -> ModelPrice:
