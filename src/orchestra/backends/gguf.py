@@ -101,11 +101,22 @@ def load_gguf_cached(path: Path, sha256: str, *, root: Path | None = None) -> tu
 def load_converted(folder: Path) -> tuple[Any, Any]:
     """(model, tokenizer) from a folder written by `save_pretrained` (float32, eval mode)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = _plain_config(AutoConfig.from_pretrained(folder))
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32)
     return model.eval(), tokenizer
+
+
+def _plain_config(config: Any) -> Any:
+    """The config without the GGUF `quantization_config` a converted model inherits: the weights are plain float32,
+    and the leftover marker would make transformers refuse to save (or merge LoRA into) the model."""
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if quant is not None and str(method).lower().endswith("gguf"):
+        del config.quantization_config
+    return config
 
 
 def load_smollm2(*, root: Path | None = None) -> tuple[Any, Any]:
@@ -125,7 +136,7 @@ def _load_gguf(path: Path) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config and weights.
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(_plain_config(loaded.config), dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model.eval(), tokenizer
