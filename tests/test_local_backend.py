@@ -375,6 +375,14 @@ async def test_a_complete_cache_loads_without_the_gguf(tmp_path, tok):
         await original.complete(messages, [], GREEDY)).completion_ids
 
 
+def test_converted_config_drops_the_gguf_quantization_marker(tok):
+    from orchestra.backends.gguf import _plain_config
+
+    config = tiny_model(tok).config
+    config.quantization_config = {"quant_method": "gguf"}
+    assert getattr(_plain_config(config), "quantization_config", None) is None
+
+
 @pytest.mark.integration
 async def test_smollm2_from_the_wheel_completes_a_chat():
     started = time.perf_counter()
