@@ -360,6 +360,23 @@ async def test_f8_truncated_stream_is_an_error_with_billed_usage(server, make):
     assert budget.spent_usd > 0 and budget.reserved_usd == 0.0
 
 
+async def test_f8_stream_stalled_past_the_deadline_is_billed_and_not_resent(server, make):
+    server.handler = always(Fault("stall", keep_chunks=3))
+    backend = make(server.base_url, stream=True, timeout_s=0.3)
+    started = time.perf_counter()
+    with pytest.raises(BackendError, match="truncated stream.*timeout_s") as info:
+        await backend.complete(ASK, [], Sampling())
+    assert time.perf_counter() - started < 0.3 + 0.3
+    assert info.value.billed_usage is not None and info.value.billed_usage.output_tokens > 0
+    assert len(server.requests) == 1
+
+
+async def test_stream_cut_before_any_event_is_retried_as_a_connection_failure(server, make):
+    server.handler = sequence(Fault("truncate", keep_chunks=0), then=Reply(content="second try"))
+    completion = await make(server.base_url, stream=True).complete(ASK, [], Sampling())
+    assert completion.text == "second try" and len(server.requests) == 2
+
+
 async def test_f8_cut_plain_body_is_retried_not_returned(server, make):
     server.handler = sequence(Fault("truncate"), then=Reply(content="whole"))
     completion = await make(server.base_url).complete(ASK, [], Sampling())

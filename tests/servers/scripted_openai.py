@@ -9,6 +9,7 @@ a function of the `SeenRequest` returning a `Reply` (content, tool calls, usage)
 - `Fault("drop")`: close the connection without answering;
 - `Fault("truncate", keep_chunks=2)`: a stream cut after `keep_chunks` events (no final chunk, no `[DONE]`), or a
   JSON body cut in half;
+- `Fault("stall", keep_chunks=2)`: a stream that sends `keep_chunks` events, then nothing (until the server stops);
 - `Fault("huge", size_bytes=10_000_000)`: a response whose content is `size_bytes` long (JSON or SSE), with its
   usage reported at the end as real servers do.
 "Endpoint down" needs no server: `unused_port()` gives a port nothing listens on (connection refused).
@@ -54,7 +55,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Fault:
-    kind: Literal["status", "blackhole", "drop", "truncate", "huge"]
+    kind: Literal["status", "blackhole", "drop", "truncate", "stall", "huge"]
     status: int = 500
     retry_after: str | None = None
     body: str | None = None
@@ -293,13 +294,16 @@ class ScriptedOpenAIServer:
         if fault.kind == "huge":
             await self._send_huge(writer, fault, request)
             return True
-        # truncate
+        # truncate or stall
         if request.stream:
             events = self._events(Reply(content="partial answer that will never finish " * 4,
                                         stream_pieces=8), request)
             await _start_stream(writer)
             for event in events[: fault.keep_chunks]:
                 await _send_chunk(writer, event)
+            if fault.kind == "stall":
+                assert self._stopping is not None
+                await self._stopping.wait()
         else:
             data = json.dumps(self._completion(Reply(content="cut " * 50), request)).encode()
             await _send(writer, 200, data[: len(data) // 2], "application/json",

@@ -21,9 +21,10 @@ Invariants
   black-holed endpoint costs at most `timeout_s x max_attempts` plus backoff. Every attempt takes a token from the
   instance's rate limiter and asks its circuit breaker first (`CircuitOpenError` fails fast while it is open).
 - After the last attempt: `BackendError(status, retryable)`; `billed_usage` is None (nothing billed, $0) unless the
-  provider produced tokens. A stream cut before its final chunk is a `BackendError` with `billed_usage` from the
-  usage it reported or else estimated from the text received; it is not retried, because the budget reserved one
-  generation for this call and the cut one was already paid.
+  provider produced tokens. A stream cut (or stalled past the deadline) after its first event and before its final
+  chunk is a `BackendError` with `billed_usage` from the usage it reported or else estimated from the text received;
+  it is not retried, because the budget reserved one generation for this call and the cut one was already paid. A
+  stream cut before any event is an ordinary connection failure and is retried.
 - Text is capped at `max_response_chars` (finish reason `length`); a capped stream is closed at once, which also
   stops a real server generating (and billing) the rest.
 - Cost = `price.cost_usd(usage)`. A server that reports no usage is billed an estimate (prompt characters / 3,
@@ -198,13 +199,15 @@ class OpenAICompatBackend:
             client = self._client()  # built before the token is taken: creating one costs ~20 ms (TLS context)
             if self.limiter is not None:
                 await self.limiter.acquire()
+            progress = StreamAccumulator(self.max_response_chars)  # what a stream delivered before a deadline
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    reply = await self._attempt(client, body, headers, estimate)
+                    reply = await self._attempt(client, body, headers, progress, estimate)
             except _Failure as exc:
                 failure = exc
             except TimeoutError:
-                failure = _Failure(f"no complete answer within timeout_s={self.timeout_s:g}")
+                why = f"no complete answer within timeout_s={self.timeout_s:g}"
+                failure = self._cut_stream(progress, why, estimate) if progress.events else _Failure(why)
             except asyncio.CancelledError:
                 self.breaker.release_probe()
                 raise
@@ -231,14 +234,14 @@ class OpenAICompatBackend:
         raise self._error(failure, key, attempt + 1)
 
     async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str],
-                       estimate) -> Reply:
+                       progress: StreamAccumulator, estimate) -> Reply:
         url = f"{self.base_url}/chat/completions"
         try:
             async with client.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     raise await _status_failure(response)
                 if self.stream:
-                    return await self._read_stream(response, estimate)
+                    return await self._read_stream(response, progress, estimate)
                 raw = await read_bounded(response.aiter_bytes(), head_bytes=6 * self.max_response_chars + 65536)
         except httpx.TimeoutException as exc:
             raise _Failure(f"timeout ({type(exc).__name__})") from None
@@ -249,8 +252,7 @@ class OpenAICompatBackend:
         except WireError as exc:
             raise _Failure(str(exc), status=response.status_code) from None
 
-    async def _read_stream(self, response: httpx.Response, estimate) -> Reply:
-        acc = StreamAccumulator(self.max_response_chars)
+    async def _read_stream(self, response: httpx.Response, acc: StreamAccumulator, estimate) -> Reply:
         try:
             async for data in sse_data(response.aiter_bytes(), max_line_bytes=6 * self.max_response_chars + 65536):
                 acc.feed(data)
@@ -259,6 +261,8 @@ class OpenAICompatBackend:
         except LineTooLong:
             acc.overflow = True
         except (httpx.TransportError, WireError) as exc:
+            if not acc.events:  # cut before anything was generated: nothing billed, safe to send again
+                raise _Failure(f"{type(exc).__name__}: {exc}") from None
             raise self._cut_stream(acc, f"{type(exc).__name__}: {exc}", estimate) from None
         if not acc.complete and not acc.overflow:
             raise self._cut_stream(acc, "stream ended before its final chunk", estimate)

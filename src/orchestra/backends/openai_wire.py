@@ -250,6 +250,8 @@ class StreamAccumulator:
     model: str = ""
     done: bool = False
     overflow: bool = False
+    events: int = 0
+    """Data events received: any at all means the server began generating (and billing)."""
 
     @property
     def complete(self) -> bool:
@@ -261,6 +263,7 @@ class StreamAccumulator:
 
     def feed(self, data: str) -> None:
         """One `data:` payload. Raises `WireError` for a non-JSON chunk or an error event."""
+        self.events += 1
         if data == "[DONE]":
             self.done = True
             return
