@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,13 +113,15 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
         while position.step < total:
             order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + position.epoch))
             batch_ids = order[position.index : position.index + config.examples_per_step].tolist()
+            started = time.perf_counter()
             loss_value = _train_step(model, optimizer, scheduler, [encoded[i] for i in batch_ids], pad_id)
             index = position.index + config.examples_per_step
             epoch = position.epoch
             if index >= len(encoded):
                 epoch, index = epoch + 1, 0
             position = DataPosition(step=position.step + 1, epoch=epoch, index=index)
-            values = {"loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+            values = {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                      "step_s": time.perf_counter() - started}
             metrics.log(position.step, values)
             if on_step is not None:
                 on_step(position.step, total, values)
