@@ -181,11 +181,13 @@ def eval_command(
         summaries = []
         for spec in orchestrator:
             resolved = resolve_orchestrator(spec, ctx)
+            settings = resolved.episode_settings(
+                EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling))
             config = {**loaded.config, "spec": spec, "prices": price_info, "preferences": preferences_to_dict(prefs),
-                      "limits": {"max_turns": max_turns, "budget_usd": budget_usd},
-                      "sampling": {"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
-                      "pool": pool}
-            settings = EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling)
+                      "limits": {"max_turns": settings.limits.max_turns, "budget_usd": budget_usd},
+                      "sampling": {"temperature": temperature, "max_tokens": settings.sampling.max_tokens,
+                                   "seed": seed},
+                      "orchestrator": dict(resolved.details), "pool": pool}
             results = asyncio.run(run_with_progress(
                 loaded.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=trials,
                 concurrency=concurrency, force=force, base_records=base, show=progress))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,14 @@ from orchestra.backends.pricing import ModelPrice, PriceTable
 from orchestra.envs.base import Environment
 from orchestra.envs.routerbench import compact_prompt
 from orchestra.errors import ConfigError
-from orchestra.rollout.episode import PromptBuilder
+from orchestra.rollout.batch import EpisodeSettings
+from orchestra.rollout.episode import ObservationRenderer, PromptBuilder
+from orchestra.rollout.guard import plain, wrap_untrusted
 from orchestra.rollout.prompt import default_prompt
 
 PROMPT_BUILDERS: dict[str, PromptBuilder] = {"default": default_prompt, "routerbench-compact": compact_prompt}
 """Prompt builders a checkpoint's `orchestra.json` may name (explicit, so a typo is an error, not a fallback)."""
+OBSERVATION_RENDERERS: dict[str, ObservationRenderer] = {"untrusted": wrap_untrusted, "plain": plain}
 
 BASELINES = ("always:<model>", "cheapest", "random", "oracle", "cascade", "cascade:<m1>,<m2>,...", "knn")
 
@@ -46,6 +49,21 @@ class Orchestrator:
     build_prompt: PromptBuilder = default_prompt
     spec: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    render_observation: ObservationRenderer | None = None
+    """How this orchestrator reads tool results (a trained one: as it was trained); None keeps the run's."""
+    max_tokens: int | None = None
+    max_turns: int | None = None
+
+    def episode_settings(self, base: EpisodeSettings) -> EpisodeSettings:
+        """`base` with what this orchestrator was trained under (observation format, token and turn limits)."""
+        settings = base
+        if self.render_observation is not None:
+            settings = replace(settings, render_observation=self.render_observation)
+        if self.max_tokens is not None:
+            settings = replace(settings, sampling=replace(settings.sampling, max_tokens=self.max_tokens))
+        if self.max_turns is not None:
+            settings = replace(settings, limits=replace(settings.limits, max_turns=self.max_turns))
+        return settings
 
 
 @dataclass(frozen=True)
@@ -164,11 +182,18 @@ def _checkpoint(path: Path, ctx: SpecContext) -> Orchestrator:
     if builder is None:
         raise ConfigError(f"{path / 'orchestra.json'}: prompt {prompt_name!r} is not one of "
                           f"{', '.join(sorted(PROMPT_BUILDERS))}")
+    renderer = OBSERVATION_RENDERERS.get(meta.get("observation", "untrusted"))
+    if renderer is None:
+        raise ConfigError(f"{path / 'orchestra.json'}: observation {meta.get('observation')!r} is not one of "
+                          f"{', '.join(sorted(OBSERVATION_RENDERERS))}")
     from orchestra.backends.local import LocalBackend
 
     name = str(meta.get("model") or path.name)
-    backend = LocalBackend.from_pretrained(str(path), name=name, price=_local_price(ctx.prices, name))
-    return Orchestrator(backend, builder, str(path), {"prompt": prompt_name, "model": name})
+    backend = LocalBackend.from_pretrained(str(path), name=name, price=_local_price(ctx.prices, name),
+                                           render_tools=bool(meta.get("render_tools", True)))
+    details = {"prompt": prompt_name, "model": name, "observation": meta.get("observation", "untrusted"),
+               "render_tools": bool(meta.get("render_tools", True)), "trained_by": meta.get("trained_by", "")}
+    return Orchestrator(backend, builder, str(path), details, renderer, meta.get("max_tokens"), meta.get("max_turns"))
 
 
 def _endpoint(url: str, ctx: SpecContext) -> Orchestrator:
