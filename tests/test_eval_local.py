@@ -4,7 +4,7 @@
 import json
 
 import pytest
-from fixtures_tiny import tiny_model, tiny_tokenizer
+from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from typer.testing import CliRunner
 
 from orchestra.backends.base import Sampling

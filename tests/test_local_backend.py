@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from fixtures_tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer
+from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer
 
 from orchestra.backends.base import Sampling
 from orchestra.backends.chat_format import ChatFormat

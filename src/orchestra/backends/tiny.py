@@ -1,7 +1,7 @@
-"""Tiny random models and tokenizers for tests: a Qwen3-style causal LM and a byte-level BPE tokenizer with ChatML.
+"""Tiny random models and tokenizers: a Qwen3-style causal LM and a byte-level BPE tokenizer with ChatML.
 
 Built in well under a second, offline, deterministic (same seed, same weights; the tokenizer is trained on a fixed
-corpus). Shared by the local-backend and training tests: import the functions, do not copy them.
+corpus plus any extra text given). Used by the tests and by `orchestra demo --quick`, which trains one in minutes.
 
 - `tiny_tokenizer()`: byte-level BPE (any text round-trips through bytes), ChatML chat template without a tools
   section (like SmolLM2's), special tokens `<|endoftext|>` (pad), `<|im_start|>`, `<|im_end|>` (eos) and added
@@ -62,7 +62,7 @@ _CORPUS = (
 
 
 @functools.lru_cache(maxsize=4)
-def _trained_tokenizer_json(vocab_size: int) -> str:
+def _trained_tokenizer_json(vocab_size: int, extra: tuple[str, ...] = ()) -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -74,16 +74,17 @@ def _trained_tokenizer_json(vocab_size: int) -> str:
         special_tokens=list(SPECIAL_TOKENS),
         show_progress=False,
     )
-    tok.train_from_iterator(list(_CORPUS) * 4, trainer=trainer)
+    tok.train_from_iterator(list(_CORPUS) * 4 + list(extra), trainer=trainer)
     return tok.to_str()
 
 
-def tiny_tokenizer(chat_template: str = CHATML_TEMPLATE, vocab_size: int = 512):
-    """A fresh byte-level BPE tokenizer (transformers fast tokenizer) with a ChatML chat template."""
+def tiny_tokenizer(chat_template: str = CHATML_TEMPLATE, vocab_size: int = 512, extra_corpus: tuple[str, ...] = ()):
+    """A fresh byte-level BPE tokenizer (transformers fast tokenizer) with a ChatML chat template; `extra_corpus`
+    adds text to train the merges on (so that a task's prompts tokenize compactly)."""
     from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer.from_str(_trained_tokenizer_json(vocab_size))
+    tok = Tokenizer.from_str(_trained_tokenizer_json(vocab_size, tuple(extra_corpus)))
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
     out = PreTrainedTokenizerFast(
         tokenizer_object=tok,
