@@ -73,7 +73,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
@@ -155,15 +155,12 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
         target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
 
-    class Quiet(TrainerCallback):
-        """Keeps TRL's per-step log dicts out of stdout; metrics go to metrics.jsonl."""
-
     trainer = GRPOTrainer(
         model=backend.lm, reward_funcs=[orchestra_reward], args=args,
         train_dataset=Dataset.from_list([{"prompt": e.task.id} for e in examples]),
         processing_class=backend.tokenizer, peft_config=peft_config, rollout_func=rollout_func,
-        callbacks=[Quiet()],
     )
+    trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     metrics.close()
