@@ -81,6 +81,8 @@ class SpecContext:
     api_key_env: str | None = None
     knn_lambda: float | None = None
     budget_share: float = 0.35
+    local_batch_size: int = 32
+    """Rows per batch when a local model generates for concurrent episodes."""
 
 
 def resolve_orchestrator(spec: str, ctx: SpecContext) -> Orchestrator:
@@ -190,7 +192,8 @@ def _checkpoint(path: Path, ctx: SpecContext) -> Orchestrator:
 
     name = str(meta.get("model") or path.name)
     backend = LocalBackend.from_pretrained(str(path), name=name, price=_local_price(ctx.prices, name),
-                                           render_tools=bool(meta.get("render_tools", True)))
+                                           render_tools=bool(meta.get("render_tools", True)),
+                                           max_batch_size=ctx.local_batch_size)
     details = {"prompt": prompt_name, "model": name, "observation": meta.get("observation", "untrusted"),
                "render_tools": bool(meta.get("render_tools", True)), "trained_by": meta.get("trained_by", "")}
     return Orchestrator(backend, builder, str(path), details, renderer, meta.get("max_tokens"), meta.get("max_turns"))

@@ -31,6 +31,8 @@ class LoraSettings(Strict):
     target_modules: list[str] = pydantic.Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Module names the adapter wraps.")
+    top_layers: int | None = pydantic.Field(
+        None, ge=1, description="Adapt only the top N transformer layers (backward stops below them: faster on CPU).")
 
 
 class RouterBenchData(Strict):

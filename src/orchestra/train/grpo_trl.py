@@ -39,7 +39,7 @@ from orchestra.train.data import sample_examples
 from orchestra.train.export import OrchestratorMeta, save_orchestrator
 from orchestra.train.metrics import MetricsLogger
 from orchestra.train.rollout import ScoredGroup, collect_groups, to_sequence
-from orchestra.train.sft import load_env, load_policy_model
+from orchestra.train.sft import load_env, load_policy_model, lora_config
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -72,7 +72,6 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
 def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backend: Any | None = None) -> GRPOResult:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
@@ -151,9 +150,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    peft_config = None if config.lora.rank == 0 else LoraConfig(
-        r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-        target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+    peft_config = None if config.lora.rank == 0 else lora_config(config.lora, backend.lm.config.num_hidden_layers)
 
     trainer = GRPOTrainer(
         model=backend.lm, reward_funcs=[orchestra_reward], args=args,

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from orchestra.backends.base import ChatBackend
 from orchestra.envs.routerbench import RouterBench, compact_prompt
 from orchestra.envs.routerbench import load as load_routerbench
 from orchestra.preferences import Limits
@@ -34,6 +35,8 @@ from orchestra.train.metrics import MetricsLogger
 from orchestra.types import Trajectory
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
+Teacher = Callable[[Example], ChatBackend]
+"""Builds the demonstration policy of one example (default: the consult policy refit without its avoided models)."""
 
 DEMO_SETTINGS = EpisodeSettings(limits=Limits(max_turns=3), build_prompt=compact_prompt, render_observation=plain)
 
@@ -50,16 +53,21 @@ def load_env(data: RouterBenchData, part: str) -> RouterBench:
     return load_routerbench(data.data, dev_fraction=data.dev_fraction, seed=data.seed, part=part)
 
 
-async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) -> list[tuple[Example, Trajectory]]:
-    """Run the demonstration policy (refit per set of avoided models) on every example."""
+async def collect_demonstrations(env: RouterBench, examples: Sequence[Example], *,
+                                 teacher: Teacher | None = None) -> list[tuple[Example, Trajectory]]:
+    """Run the demonstration policy (`teacher`, or the consult policy refit per set of avoided models) on every
+    example."""
     policies: dict[frozenset[str], ConsultPolicy] = {}
     out = []
     for example in examples:
-        if example.avoided not in policies:
-            allowed = [m for m in env.models if m not in example.avoided]
-            policies[example.avoided] = fit_consult_policy(env.rows, allowed=allowed)
-        teacher = consult_backend(policies[example.avoided])
-        result = await run_task(env, example.task, teacher, DEMO_SETTINGS, preferences=example.preferences)
+        if teacher is not None:
+            policy = teacher(example)
+        else:
+            if example.avoided not in policies:
+                allowed = [m for m in env.models if m not in example.avoided]
+                policies[example.avoided] = fit_consult_policy(env.rows, allowed=allowed)
+            policy = consult_backend(policies[example.avoided])
+        result = await run_task(env, example.task, policy, DEMO_SETTINGS, preferences=example.preferences)
         out.append((example, result.trajectory))
     return out
 
@@ -78,18 +86,26 @@ def load_policy_model(source: ModelSource, *, seed: int | None = None) -> Any:
 def with_lora(model: Any, lora: LoraSettings) -> Any:
     if lora.rank == 0:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(lora, model.config.num_hidden_layers))
 
 
-def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend: Any | None = None) -> SFTResult:
+def lora_config(lora: LoraSettings, num_layers: int) -> Any:
+    """The peft config of `lora` for a model with `num_layers` layers."""
+    from peft import LoraConfig
+
+    layers = list(range(max(0, num_layers - lora.top_layers), num_layers)) if lora.top_layers else None
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
+
+
+def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend: Any | None = None,
+              teacher: Teacher | None = None) -> SFTResult:
     torch.manual_seed(config.seed)
     env = load_env(config.data, "train")
     examples = sample_examples(env, config.preferences, config.seed, config.data.max_tasks)
-    demos = asyncio.run(collect_demonstrations(env, examples))
+    demos = asyncio.run(collect_demonstrations(env, examples, teacher=teacher))
     picked = rebalance(demos, config.disagreement_share, config.examples, config.seed)
     backend = backend or load_policy_model(config.model, seed=config.seed)
     encoded = [encode_conversation(backend, trajectory.messages, []) for _, trajectory in picked]

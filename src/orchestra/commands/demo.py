@@ -1,0 +1,258 @@
+"""`orchestra demo`: train a small orchestrator end to end on RouterBench and compare it with the baselines.
+
+Steps (each resumes when rerun: finished stages are kept, evaluations resume item by item):
+1. split RouterBench into a training part and a held-apart dev part (stratified, fixed seed);
+2. SFT warm start of SmolLM2-135M-Instruct (LoRA) on consult-and-compare demonstrations with sampled preferences;
+3. GRPO with the paper's reward;
+4. evaluate on the dev part: the trained orchestrator (with and without "Avoid claude models."), its SFT-only start,
+   and the baselines always:<each model>, cheapest, random, knn, cascade, oracle;
+5. print the table and the targets, write the HTML report with the Pareto plot, keep the orchestrator in
+   `OUT/orchestrator/` (a directory `orchestra eval --orchestrator` accepts).
+`--quick` runs the same pipeline with a tiny random model and small sizes (a smoke test of every stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestra.commands.train import describe_step, progress_bar
+from orchestra.train.config import GRPOConfig, SFTConfig
+
+BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
+AVOID_PROVIDER = "anthropic"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    dev_fraction: float
+    sft: dict[str, Any]
+    grpo: dict[str, Any]
+    eval_limit: int | None
+    tiny: bool
+
+
+FULL = DemoPlan(
+    dev_fraction=0.1,
+    sft={"examples": 256, "examples_per_step": 8, "learning_rate": 4e-4, "lora": {"rank": 16, "top_layers": 12},
+         "checkpoint": {"every_steps": 8}},
+    grpo={"steps": 4, "group_size": 8, "prompts_per_step": 2, "learning_rate": 5e-5, "kl_coef": 0.0,
+          "lora": {"rank": 16, "top_layers": 12}, "checkpoint": {"every_steps": 2}},
+    eval_limit=None,
+    tiny=False,
+)
+QUICK = DemoPlan(
+    dev_fraction=0.1,
+    sft={"examples": 480, "examples_per_step": 8, "epochs": 3, "learning_rate": 3e-3, "lora": {"rank": 0},
+         "checkpoint": {"every_steps": 60}},
+    grpo={"steps": 2, "group_size": 4, "prompts_per_step": 2, "learning_rate": 1e-4, "kl_coef": 0.0,
+          "lora": {"rank": 0}, "checkpoint": {"every_steps": 2}},
+    eval_limit=60,
+    tiny=True,
+)
+
+
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny model, small sizes: a few minutes.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    data: Annotated[str | None, typer.Option(help="RouterBench CSV or folder (default: shared data).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
+) -> None:
+    console = Console(width=None if Console().is_terminal else 120)
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    data_cfg = {"data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
+
+    sft_cfg = SFTConfig.model_validate({**plan.sft, "data": data_cfg, "seed": seed, "output_dir": str(out / "sft")})
+    grpo_cfg = GRPOConfig.model_validate({
+        **plan.grpo, "data": data_cfg, "seed": seed, "output_dir": str(out / "grpo"),
+        "model": {"kind": "local", "path": str(out / "sft" / "orchestrator")}})
+
+    console.rule("[bold]1. SFT warm start")
+    t = time.perf_counter()
+    if not _done(out / "sft" / "orchestrator"):
+        _run_sft(console, sft_cfg, plan)
+    else:
+        console.print(f"kept {out / 'sft' / 'orchestrator'}")
+    timings["sft_s"] = time.perf_counter() - t
+
+    console.rule("[bold]2. GRPO with the paper's reward")
+    t = time.perf_counter()
+    if not _done(out / "grpo" / "orchestrator"):
+        _run_grpo(console, grpo_cfg)
+    else:
+        console.print(f"kept {out / 'grpo' / 'orchestrator'}")
+    final = out / "orchestrator"
+    if not _done(final):
+        shutil.copytree(out / "grpo" / "orchestrator", final, dirs_exist_ok=True)
+    timings["grpo_s"] = time.perf_counter() - t
+
+    console.rule("[bold]3. Evaluation on the dev part")
+    t = time.perf_counter()
+    runs = _evaluate_all(console, out, final, data, plan, seed)
+    timings["eval_s"] = time.perf_counter() - t
+
+    console.rule("[bold]4. Results")
+    from orchestra.evaluate.report import write_report
+
+    report = write_report([p for p, _ in runs.values()], out / "report", title="orchestra demo: RouterBench dev part")
+    summary = _summarize(runs)
+    summary["timings_s"] = {**timings, "total_s": time.perf_counter() - started}
+    summary["quick"] = quick
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_table(console, runs, summary)
+    console.print(f"report: {report[1]}\norchestrator: {final}\ntotal {summary['timings_s']['total_s'] / 60:.1f} min")
+
+
+def _done(path: Path) -> bool:
+    return (path / "orchestra.json").exists() and (path / "model.safetensors").exists()
+
+
+def _run_sft(console: Console, cfg: SFTConfig, plan: DemoPlan) -> None:
+    from orchestra.train.sft import train_sft
+
+    backend = _tiny_backend(cfg) if plan.tiny else None
+    with progress_bar(console) as progress:
+        bar = progress.add_task("sft", total=None, info="demonstrations + model")
+
+        def on_step(step: int, total: int, values: dict[str, float]) -> None:
+            progress.update(bar, completed=step, total=total, info=describe_step(values))
+
+        result = train_sft(cfg, on_step=on_step, backend=backend)
+    console.print(f"SFT: {result.steps} steps on {result.demonstrations} demonstrations, final loss "
+                  f"{result.final_loss:.3f}")
+
+
+def _run_grpo(console: Console, cfg: GRPOConfig) -> None:
+    from orchestra.train.grpo_trl import train_grpo
+
+    with progress_bar(console) as progress:
+        bar = progress.add_task("grpo", total=cfg.steps, info="rollouts")
+
+        def on_step(step: int, total: int, values: dict[str, float]) -> None:
+            progress.update(bar, completed=step, total=total, info=describe_step(values))
+
+        result = train_grpo(cfg, on_step=on_step)
+    first, last = result.history[0] if result.history else {}, result.history[-1] if result.history else {}
+    console.print(f"GRPO: {result.steps} steps; reward {first.get('reward', float('nan')):.3f} -> "
+                  f"{last.get('reward', float('nan')):.3f}, accuracy {first.get('accuracy', float('nan')):.2f} -> "
+                  f"{last.get('accuracy', float('nan')):.2f}")
+
+
+def _tiny_backend(cfg: SFTConfig) -> Any:
+    """A tiny random Qwen3 model whose tokenizer is trained on the task's prompts (quick mode)."""
+    from orchestra.backends.local import LocalBackend
+    from orchestra.backends.tiny import tiny_model, tiny_tokenizer
+    from orchestra.envs.routerbench import compact_prompt
+    from orchestra.train.sft import load_env
+
+    env = load_env(cfg.data, "train")
+    corpus = tuple(m.content for t in env.tasks()[:200] for m in compact_prompt(t, [], None))
+    corpus += ('<tool_call>\n{"name": "ask", "arguments": {"model": "yi-34b"}}\n</tool_call>',) * 20
+    tokenizer = tiny_tokenizer(vocab_size=2048, extra_corpus=corpus)
+    return LocalBackend(tiny_model(tokenizer, seed=cfg.seed, hidden_size=128, num_layers=2), tokenizer,
+                        render_tools=False, seed=cfg.seed)
+
+
+def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, plan: DemoPlan,
+                  seed: int) -> dict[str, tuple[Path, dict[str, Any]]]:
+    from orchestra.evaluate.commands import load_environment, run_with_progress, slug
+    from orchestra.evaluate.run import preferences_to_dict
+    from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
+    from orchestra.evaluate.store import read_items
+    from orchestra.preferences import Limits
+    from orchestra.rollout.batch import EpisodeSettings
+    from orchestra.train.data import avoid_preference, default_preference
+
+    loaded = load_environment("routerbench", data, part="dev", dev_fraction=plan.dev_fraction, seed=seed)
+    tasks = loaded.tasks
+    if plan.eval_limit and plan.eval_limit < len(tasks):  # an even subsample keeps the task-type mix
+        stride = len(tasks) / plan.eval_limit
+        tasks = [tasks[int(i * stride)] for i in range(plan.eval_limit)]
+    ctx = SpecContext(loaded.env, loaded.train_rows, seed)
+    avoid, _ = avoid_preference(AVOID_PROVIDER, list(loaded.env.models))
+    specs: list[tuple[str, str, Any]] = [(f"always:{m}", f"always:{m}", None) for m in loaded.env.models]
+    specs += [(b, b, None) for b in BASELINES]
+    usual = default_preference()  # what the orchestrator was trained under when no avoidance was asked
+    specs += [("sft", str(out / "sft" / "orchestrator"), usual), ("orchestra", str(final), usual),
+              ("orchestra+avoid-claude", str(final), avoid)]
+    runs: dict[str, tuple[Path, dict[str, Any]]] = {}
+    base_records = None
+    for label, spec, prefs in specs:
+        resolved = resolve_orchestrator(spec, ctx)
+        settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4)))
+        config = {**loaded.config, "spec": spec, "label": label, "preferences": preferences_to_dict(prefs),
+                  "orchestrator": dict(resolved.details), "limit": plan.eval_limit}
+        run_dir = out / "runs" / slug(label)
+        if label == "orchestra+avoid-claude":
+            base_records = read_items(out / "runs" / slug("orchestra") / "items.jsonl")
+        results = asyncio.run(run_with_progress(
+            loaded.env, tasks, resolved, run_dir, config=config, settings=settings, concurrency=64,
+            base_records=base_records if label == "orchestra+avoid-claude" else None,
+            show=spec.startswith(str(out))))
+        runs[label] = (run_dir, results)
+        console.print(f"{label:24s} accuracy {results['accuracy']:.3f}  ${results['cost_per_query_usd']:.6f}/query")
+    return runs
+
+
+def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    singles = {k: r for k, (_, r) in runs.items() if k.startswith("always:")}
+    best_label, best = max(singles.items(), key=lambda kv: (kv[1]["accuracy"], -kv[1]["cost_per_query_usd"]))
+    ours, avoid = runs["orchestra"][1], runs["orchestra+avoid-claude"][1]
+    calls = avoid.get("calls", {}).get("share", {})
+    avoided_share = sum(v for k, v in calls.items() if k.startswith("claude"))
+    return {
+        "best_single": best_label,
+        "best_single_accuracy": best["accuracy"],
+        "best_single_cost_usd": best["cost_per_query_usd"],
+        "orchestra_accuracy": ours["accuracy"],
+        "orchestra_cost_usd": ours["cost_per_query_usd"],
+        "accuracy_ratio": ours["accuracy"] / best["accuracy"],
+        "cost_ratio": ours["cost_per_query_usd"] / best["cost_per_query_usd"],
+        "avoid_accuracy": avoid["accuracy"],
+        "avoid_claude_call_share": avoided_share,
+        "avoid_accuracy_loss_points": 100 * (ours["accuracy"] - avoid["accuracy"]),
+        "targets": {
+            "accuracy >= 95% of best single": ours["accuracy"] >= 0.95 * best["accuracy"],
+            "cost <= 35% of best single": ours["cost_per_query_usd"] <= 0.35 * best["cost_per_query_usd"],
+            "avoided share <= 5%": avoided_share <= 0.05,
+            "accuracy loss with preference <= 3 points": ours["accuracy"] - avoid["accuracy"] <= 0.03,
+        },
+        "runs": {k: {"accuracy": r["accuracy"], "cost_per_query_usd": r["cost_per_query_usd"],
+                     "calls": r.get("calls", {}).get("share", {}), "preference": r.get("preference"),
+                     "format_errors": r.get("format_errors", 0)}
+                 for k, (_, r) in runs.items()},
+    }
+
+
+def _print_table(console: Console, runs: dict[str, tuple[Path, dict[str, Any]]], summary: dict[str, Any]) -> None:
+    table = Table(title="RouterBench dev part (recorded outcomes of 11 LLMs)")
+    for column in ("policy", "accuracy", "$/query", "cost vs best", "calls/query", "top calls", "pref. score"):
+        table.add_column(column, justify="left" if column in ("policy", "top calls") else "right")
+    best_cost = summary["best_single_cost_usd"]
+    for label, (_, r) in sorted(runs.items(), key=lambda kv: -kv[1][1]["accuracy"]):
+        calls = r.get("calls", {})
+        shares = calls.get("share", {})
+        top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:3])
+        pref = (r.get("preference") or {}).get("score")
+        style = "bold green" if label.startswith("orchestra") else None
+        table.add_row(label, f"{r['accuracy']:.3f}", f"{r['cost_per_query_usd']:.6f}",
+                      f"{r['cost_per_query_usd'] / best_cost:.0%}", f"{calls.get('per_query', 0.0):.2f}", top,
+                      "-" if pref is None else f"{pref:.2f}", style=style)
+    console.print(table)
+    for name, ok in summary["targets"].items():
+        console.print(f"{'[green]met' if ok else '[red]missed'}[/]  {name}")
+    console.print(f"orchestra: {summary['accuracy_ratio']:.1%} of {summary['best_single']}'s accuracy at "
+                  f"{summary['cost_ratio']:.1%} of its cost; with 'Avoid claude models.': claude share "
+                  f"{summary['avoid_claude_call_share']:.1%}, accuracy change "
+                  f"{-summary['avoid_accuracy_loss_points']:+.1f} points")
