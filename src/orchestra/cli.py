@@ -7,10 +7,19 @@ Each command lives in the module that owns its concern and is registered here th
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import typer
+
+# Library progress bars and deprecation chatter would drown the CLI's own progress display.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="trl")
 
 app = typer.Typer(
     name="orchestra",
