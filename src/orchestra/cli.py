@@ -43,40 +43,27 @@ GROUPS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _lazy(module: str, name: str) -> Callable[..., Any]:
-    """A typer callback with the real function's signature, imported only when the command runs."""
-    fn = getattr(importlib.import_module(module), name)
-    return fn
+def _load(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
 
 
 def _register() -> None:
+    """Import only the module of the command being run (all of them for `--help`): a command's module must not
+    import torch at module level, and a missing or broken one fails loudly."""
     import sys
 
     requested = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    known = requested in COMMANDS or requested in GROUPS
     for command, (module, name, help_text) in COMMANDS.items():
-        if requested in (None, command) or requested not in {*COMMANDS, *GROUPS}:
-            try:
-                app.command(command, help=help_text)(_lazy(module, name))
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.startswith("orchestra"):
-                    continue  # a command whose module is not part of this installation
-                raise
-        else:
-            app.command(command, help=help_text)(_placeholder(command))
+        fn = _load(module, name) if (not known or requested == command) else _placeholder(command)
+        app.command(command, help=help_text)(fn)
     for group, (module, name, help_text) in GROUPS.items():
-        if requested in (None, group) or requested not in {*COMMANDS, *GROUPS}:
-            try:
-                app.add_typer(_lazy(module, name), name=group, help=help_text)
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.startswith("orchestra"):
-                    continue
-                raise
-        else:
-            app.add_typer(typer.Typer(), name=group, help=help_text)
+        sub = _load(module, name) if (not known or requested == group) else typer.Typer()
+        app.add_typer(sub, name=group, help=help_text)
 
 
 def _placeholder(command: str) -> Callable[[], None]:
-    def placeholder() -> None:  # only listed in --help; never run (the real command is registered when named)
+    def placeholder() -> None:  # listed in --help only; the real command is registered when it is named
         raise typer.Exit(2)
 
     placeholder.__name__ = command.replace("-", "_")
