@@ -76,7 +76,6 @@ class SFTConfig(Strict):
     examples_per_step: int = pydantic.Field(8, ge=1, description="Demonstrations per optimizer step.")
     learning_rate: float = pydantic.Field(3e-4, gt=0, description="Peak learning rate (linear decay).")
     warmup_steps: int = pydantic.Field(4, ge=0, description="Linear warmup steps.")
-    max_question_chars: int = pydantic.Field(240, ge=16, description="Questions are cut to this length.")
     seed: int = pydantic.Field(0, description="Seed of sampling, shuffling and initialization.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=CheckpointSettings)
 
@@ -102,7 +101,6 @@ class GRPOConfig(Strict):
     max_tokens_per_turn: int = pydantic.Field(64, ge=8, description="Generated tokens per turn.")
     min_group_std: float = pydantic.Field(0.1, ge=0, description="Groups with a smaller reward std are dropped.")
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_question_chars: int = pydantic.Field(240, ge=16, description="Questions are cut to this length.")
     seed: int = pydantic.Field(0, description="Seed.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=lambda: CheckpointSettings(every_steps=4))
     log_tensorboard: bool = pydantic.Field(False, description="Also log to TensorBoard (needs tensorboard).")
