@@ -43,10 +43,10 @@ class DemoPlan:
 
 FULL = DemoPlan(
     dev_fraction=0.1,
-    sft={"examples": 256, "examples_per_step": 8, "learning_rate": 4e-4, "lora": {"rank": 16, "top_layers": 12},
-         "checkpoint": {"every_steps": 8}},
+    sft={"examples": 160, "examples_per_step": 8, "learning_rate": 5e-4, "lora": {"rank": 16, "top_layers": 6},
+         "checkpoint": {"every_steps": 5}},
     grpo={"steps": 4, "group_size": 8, "prompts_per_step": 2, "learning_rate": 5e-5, "kl_coef": 0.0,
-          "lora": {"rank": 16, "top_layers": 12}, "checkpoint": {"every_steps": 2}},
+          "lora": {"rank": 16, "top_layers": 6}, "checkpoint": {"every_steps": 2}},
     eval_limit=None,
     tiny=False,
 )
@@ -66,6 +66,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
     data: Annotated[str | None, typer.Option(help="RouterBench CSV or folder (default: shared data).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
+    compare_sft: Annotated[bool, typer.Option(help="Also evaluate the SFT-only start (one more dev pass).")] = False,
 ) -> None:
     console = Console(width=None if Console().is_terminal else 120)
     plan = QUICK if quick else FULL
@@ -99,7 +100,7 @@ def demo(
 
     console.rule("[bold]3. Evaluation on the dev part")
     t = time.perf_counter()
-    runs = _evaluate_all(console, out, final, data, plan, seed)
+    runs = _evaluate_all(console, out, final, data, plan, seed, compare_sft)
     timings["eval_s"] = time.perf_counter() - t
 
     console.rule("[bold]4. Results")
@@ -165,7 +166,7 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
 
 
 def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, plan: DemoPlan,
-                  seed: int) -> dict[str, tuple[Path, dict[str, Any]]]:
+                  seed: int, compare_sft: bool) -> dict[str, tuple[Path, dict[str, Any]]]:
     from orchestra.evaluate.commands import load_environment, run_with_progress, slug
     from orchestra.evaluate.run import preferences_to_dict
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
@@ -184,8 +185,9 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
     specs: list[tuple[str, str, Any]] = [(f"always:{m}", f"always:{m}", None) for m in loaded.env.models]
     specs += [(b, b, None) for b in BASELINES]
     usual = default_preference()  # what the orchestrator was trained under when no avoidance was asked
-    specs += [("sft", str(out / "sft" / "orchestrator"), usual), ("orchestra", str(final), usual),
-              ("orchestra+avoid-claude", str(final), avoid)]
+    if compare_sft:
+        specs.append(("sft", str(out / "sft" / "orchestrator"), usual))
+    specs += [("orchestra", str(final), usual), ("orchestra+avoid-claude", str(final), avoid)]
     runs: dict[str, tuple[Path, dict[str, Any]]] = {}
     base_records = None
     for label, spec, prefs in specs:
