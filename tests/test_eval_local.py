@@ -40,7 +40,7 @@ async def test_checkpoint_folder_runs_with_the_prompt_builder_it_names(tiny_dir,
     items = read_items(tmp_path / "run" / "items.jsonl")
     first_turn = items[0]["trajectory"]["turns"][0]["completion"]
     assert first_turn["model"] == "tiny-orch" and first_turn["completion_ids"]  # the sampled ids are stored
-    assert items[0]["trajectory"]["messages"][0]["content"].startswith("Route the question to models.")
+    assert items[0]["trajectory"]["messages"][0]["content"].startswith("ask(model) shows")
 
 
 def test_tau_solo_evaluation_with_a_local_model_and_two_trials(tiny_dir, tmp_path, data_dir):
