@@ -66,7 +66,9 @@ class ForcedModel(torch.nn.Module):
         self.generation, self.step = -1, 0
 
     def forward(self, input_ids, past_key_values=None, **kwargs):
-        if past_key_values is None or past_key_values.get_seq_length() == 0:
+        # A prefill starts a new generation: it feeds several tokens, or the first one into an empty cache (with
+        # attention-cache reuse across turns, a prefill may start from a non-empty cache).
+        if past_key_values is None or past_key_values.get_seq_length() == 0 or input_ids.shape[1] > 1:
             self.generation, self.step = self.generation + 1, 0
         out = self.inner(input_ids=input_ids, past_key_values=past_key_values, **kwargs)
         script = [*self.scripts[min(self.generation, len(self.scripts) - 1)], self.end_id]
@@ -394,3 +396,36 @@ async def test_smollm2_from_the_wheel_completes_a_chat():
     assert c.text.strip() and c.completion_ids and len(c.logprobs) == len(c.completion_ids)
     assert c.finish_reason in {"stop", "length"}
     print(f"SmolLM2 load {load_s:.1f} s; completion {c.latency_s:.2f} s: {c.text!r}")
+
+
+async def test_attention_cache_is_reused_across_turns_with_the_same_results(tok):
+    """A later turn prefills only its new tokens on top of the stored cache, and samples what a full recompute
+    would: the same ids, and the same log-probabilities up to float rounding."""
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    scripts = [forced_call_ids(tok), forced_call_ids(tok), char_ids(tok, "3")]
+
+    def fresh(kv_tokens: int) -> LocalBackend:
+        return LocalBackend(ForcedModel(tiny_model(tok, seed=3), scripts, end), tok, seed=0,
+                            kv_cache_tokens=kv_tokens)
+
+    async def three_turns(backend: LocalBackend):
+        messages = [Message("user", "Add things.")]
+        out = []
+        for i in range(3):
+            completion = await backend.complete(messages, [ADD.spec], Sampling(max_tokens=64))
+            out.append(completion)
+            reply = Message("assistant", completion.text, tool_calls=completion.tool_calls)
+            messages += [reply, Message("tool", str(i), tool_call_id="c", name="add")]
+        return out
+
+    reused, recomputed = fresh(65_536), fresh(0)
+    with_reuse = await three_turns(reused)
+    without = await three_turns(recomputed)
+    assert [c.completion_ids for c in with_reuse] == [c.completion_ids for c in without]
+    assert [c.prompt_ids for c in with_reuse] == [c.prompt_ids for c in without]
+    for a, b in zip(with_reuse, without, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    # turns 2 and 3 started from the stored cache of everything fed before them
+    fed_before = [len(c.prompt_ids) + len(c.completion_ids) - 1 for c in with_reuse[:2]]
+    assert reused.stats.kv_reused_tokens == sum(fed_before)
+    assert recomputed.stats.kv_reused_tokens == 0

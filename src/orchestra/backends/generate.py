@@ -15,17 +15,23 @@ reported numbers are exactly what was sampled:
 - Finished rows are dropped from the batch and the cache, so a long row does not make short ones cost more.
 Positions come from the attention mask (left padding does not shift a row's positions), so a row's logits equal
 those of the same prompt run alone, up to float rounding.
+
+With `prefixes`, a row whose leading tokens were already fed in an earlier turn starts from their stored keys and
+values (`orchestra.backends.kv_reuse`) and only its remaining tokens are prefilled; the batch's cache then reads
+[padding][stored prefix][padding][new tokens] per row, the padding masked out. With `keep_kv`, a row that ends on
+an end id returns the keys and values of every token it fed, for the conversation's next turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from orchestra.backends.base import Sampling
+from orchestra.backends.kv_reuse import PrefixKV, supports_reuse
 
 FinishReason = Literal["stop", "length"]
 
@@ -37,6 +43,8 @@ class Generation:
     completion_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
     finish_reason: FinishReason
+    kv: PrefixKV | None = field(default=None, compare=False, repr=False)
+    """Keys and values of prompt + completion[:-1] (what was fed), when asked for and the row ended on an end id."""
 
 
 @dataclass(slots=True)
@@ -61,6 +69,8 @@ def generate_rows(
     pad_id: int,
     max_context_tokens: int,
     decode: Callable[[Sequence[int]], str],
+    prefixes: Sequence[PrefixKV | None] | None = None,
+    keep_kv: bool = False,
 ) -> list[Generation]:
     """Sample one completion per prompt in a single batch. Every prompt must be shorter than the context window.
 
@@ -77,7 +87,8 @@ def generate_rows(
     results: dict[int, Generation] = {}
     end = frozenset(end_ids)
     with torch.inference_mode():
-        logits, cache, attention, positions = _prefill(model, prompts, pad_id, device)
+        logits, cache, attention, positions = _prefill(model, prompts, pad_id, device, prefixes)
+        keep_kv = keep_kv and supports_reuse(cache)
         active = rows
         while active:
             tokens, logprobs = _choose(logits, active)
@@ -89,7 +100,8 @@ def generate_rows(
                 if reason is None:
                     keep.append(slot)
                 else:
-                    results[row.index] = Generation(tuple(row.ids), tuple(row.logprobs), reason)
+                    kv = _row_kv(cache, attention, slot) if keep_kv and token in end else None
+                    results[row.index] = Generation(tuple(row.ids), tuple(row.logprobs), reason, kv)
             if not keep:
                 break
             if len(keep) < len(active):
@@ -120,22 +132,56 @@ def _new_row(index: int, prompt: Sequence[int], sampling: Sampling, seed: int, m
     return _Row(index, sampling, budget, generator, [], [])
 
 
-def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
-    """Run the left-padded prompts; (last logits, cache, attention mask, last positions)."""
+def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+             prefixes: Sequence[PrefixKV | None] | None = None):
+    """Run the prompts (each after its stored prefix, if any); (last logits, cache, attention mask, last positions).
+
+    Layout per row: [pad][stored prefix] in the cache, then [pad][remaining prompt tokens] as input; the attention
+    mask covers both and positions come from its running sum, so every token keeps its true position.
+    """
     from transformers import DynamicCache
 
-    width = max(len(p) for p in prompts)
+    prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+    cached = [p.length if p is not None else 0 for p in prefixes]
+    suffixes = [list(prompt)[c:] for prompt, c in zip(prompts, cached, strict=True)]
+    past = max(cached)
+    width = max(len(x) for x in suffixes)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, prompt in enumerate(prompts):
-        input_ids[r, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-        attention[r, width - len(prompt):] = 1
+    attention = torch.zeros((len(prompts), past + width), dtype=torch.long)
+    for r, (suffix, c) in enumerate(zip(suffixes, cached, strict=True)):
+        input_ids[r, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+        attention[r, past - c:past] = 1
+        attention[r, past + width - len(suffix):] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)[:, past:]
     cache = DynamicCache(config=model.config)
+    if past:
+        _load_prefixes(cache, prefixes, past, device)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
                 past_key_values=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1].float(), cache, attention, position_ids[:, -1]
+
+
+def _load_prefixes(cache: Any, prefixes: Sequence[PrefixKV | None], past: int, device: torch.device) -> None:
+    """Fill an empty cache with each row's stored keys and values, right-aligned at `past` (zeros before)."""
+    sample = next(p for p in prefixes if p is not None)
+    for layer in range(len(sample.keys)):
+        heads, _, dim = sample.keys[layer].shape
+        keys = torch.zeros((len(prefixes), heads, past, dim), dtype=sample.keys[layer].dtype, device=device)
+        values = torch.zeros_like(keys)
+        for r, prefix in enumerate(prefixes):
+            if prefix is not None:
+                keys[r, :, past - prefix.length:] = prefix.keys[layer]
+                values[r, :, past - prefix.length:] = prefix.values[layer]
+        cache.update(keys, values, layer)
+
+
+def _row_kv(cache: Any, attention: torch.Tensor, slot: int) -> PrefixKV:
+    """The keys and values of the tokens row `slot` fed so far (its unmasked cache positions), copied out."""
+    fed = attention[slot].bool()
+    keys = tuple(layer.keys[slot][:, fed].clone() for layer in cache.layers)
+    values = tuple(layer.values[slot][:, fed].clone() for layer in cache.layers)
+    return PrefixKV(int(fed.sum()), keys, values)
 
 
 def _choose(logits: torch.Tensor, rows: Sequence[_Row]) -> tuple[list[int], list[float]]:

@@ -44,6 +44,7 @@ from orchestra.backends.base import Sampling, estimate_prompt_tokens
 from orchestra.backends.batching import MicroBatcher
 from orchestra.backends.chat_format import ChatFormat
 from orchestra.backends.generate import Generation, generate_rows
+from orchestra.backends.kv_reuse import KVStore
 from orchestra.backends.pricing import ModelPrice
 from orchestra.errors import ConfigError, ContextLengthError
 from orchestra.rollout.parse import parse_tool_calls
@@ -62,6 +63,7 @@ class BackendStats:
     rows: int = 0
     prefix_hits: int = 0
     prefix_misses: int = 0
+    kv_reused_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +98,14 @@ class LocalBackend:
         max_context_tokens: int | None = None,
         seed: int | None = None,
         prefix_cache_entries: int = 1024,
+        kv_cache_tokens: int = 65_536,
         native_tools: bool | None = None,
         native_tool_role: bool | None = None,
         render_tools: bool = True,
     ):
         if max_batch_size < 1:
             raise ConfigError("max_batch_size: must be at least 1")
-        self.lm = model
+        self._lm = model
         self.tokenizer = tokenizer
         self.price = price or ModelPrice(0.0, 0.0)
         self.chat_format = ChatFormat(tokenizer, native_tools=native_tools, native_tool_role=native_tool_role,
@@ -116,6 +119,7 @@ class LocalBackend:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # one batch on the model at a time, whichever thread or loop asks
         self._prefixes: _PrefixCache = _PrefixCache(prefix_cache_entries)
+        self._kv = KVStore(kv_cache_tokens)
         self._batcher = MicroBatcher(self._run_batch, max_batch_size, batch_wait_s)
         self._call_ids = itertools.count()
         self._stats = BackendStats()
@@ -138,6 +142,21 @@ class LocalBackend:
         model, tokenizer = load_smollm2(root=cache_root)
         kwargs.setdefault("name", SMOLLM2_NAME)
         return cls(model.to(device), tokenizer, **kwargs)
+
+    @property
+    def lm(self) -> Any:
+        """The transformers model. Setting a new one (e.g. the policy after an update) drops the stored attention
+        caches, which were computed with the old weights."""
+        return self._lm
+
+    @lm.setter
+    def lm(self, model: Any) -> None:
+        self._lm = model
+        self.clear_kv_cache()
+
+    def clear_kv_cache(self) -> None:
+        """Forget every stored attention cache (call after changing the weights in place)."""
+        self._kv = KVStore(self._kv.max_tokens)
 
     @property
     def model(self) -> str:
@@ -198,6 +217,7 @@ class LocalBackend:
                 end_text = self.tokenizer.decode([context.end_id], skip_special_tokens=False)
                 closing = closing.removeprefix(end_text)  # the model already wrote the end-of-turn token
             ids = context.ids + tuple(self._encode(closing + delta))
+            self._kv.expect(ids, context.ids[:-1] if context.end_id is not None else ())
         if len(ids) >= self.max_context_tokens:
             raise ContextLengthError(f"the prompt is {len(ids)} tokens; {self._name} reads at most "
                                      f"{self.max_context_tokens - 1} to generate within its "
@@ -230,9 +250,14 @@ class LocalBackend:
     def _generate_locked(self, prompts: Sequence[Sequence[int]], samplings: Sequence[Sampling]) -> list[Generation]:
         with self._lock:
             seeds = [self._rng.getrandbits(63) for _ in prompts]
+            prefixes = [self._kv.take(p) for p in prompts]
             results = generate_rows(self.lm, prompts, samplings, seeds=seeds, end_ids=self.end_ids,
                                     pad_id=self.pad_id, max_context_tokens=self.max_context_tokens,
-                                    decode=self._decode)
+                                    decode=self._decode, prefixes=prefixes, keep_kv=self._kv.max_tokens > 0)
+            for prompt, result in zip(prompts, results, strict=True):
+                if result.kv is not None:
+                    self._kv.put(tuple(prompt) + result.completion_ids[:-1], result.kv)
+            self._count(kv_reused_tokens=sum(p.length for p in prefixes if p is not None))
             self._count(generate_calls=1, rows=len(prompts))
         return results
 
