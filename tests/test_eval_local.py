@@ -4,10 +4,10 @@
 import json
 
 import pytest
-from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from typer.testing import CliRunner
 
 from orchestra.backends.base import Sampling
+from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.cli import app
 from orchestra.envs.routerbench import ModelStats, RouterBench, compact_prompt, load_rows
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator

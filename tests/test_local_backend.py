@@ -13,13 +13,13 @@ import time
 
 import pytest
 import torch
-from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer
 
 from orchestra.backends.base import Sampling
 from orchestra.backends.chat_format import ChatFormat
 from orchestra.backends.generate import _draw, _top_p
 from orchestra.backends.gguf import WheelGGUF, find_wheel_file, load_gguf_cached, sha256_file, verify_sha256
 from orchestra.backends.local import LocalBackend
+from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer
 from orchestra.errors import BackendError, ConfigError, ContextLengthError
 from orchestra.preferences import Limits
 from orchestra.rollout.episode import run_episode

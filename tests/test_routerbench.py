@@ -12,11 +12,11 @@ from orchestra.envs import routerbench as rb
 
 
 def answer(model):
-    return '<tool_call>{"name": "answer", "arguments": {"model": "%s"}}</tool_call>' % model
+    return f'<tool_call>{{"name": "answer", "arguments": {{"model": "{model}"}}}}</tool_call>'
 
 
 def ask(model):
-    return '<tool_call>{"name": "ask", "arguments": {"model": "%s"}}</tool_call>' % model
+    return f'<tool_call>{{"name": "ask", "arguments": {{"model": "{model}"}}}}</tool_call>'
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from orchestra.preferences import Limits, Preferences
 from orchestra.rollout.budget import Budget
 from orchestra.rollout.episode import run_episode
 from orchestra.task import Task
-from orchestra.tools import CostCard, Tool, ToolOutput, ToolSpec, Toolbox, tool
+from orchestra.tools import CostCard, Tool, Toolbox, ToolOutput, ToolSpec, tool
 from orchestra.types import Completion, Message, Observation, Termination, ToolCall, Trajectory, Turn, Usage
 
 __version__ = "0.1.0"

@@ -128,10 +128,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node: Any = data
     parts = key.split(".")
     for part in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
     if isinstance(node, list):
         node[int(parts[-1])] = value
     else:

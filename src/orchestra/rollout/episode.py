@@ -32,7 +32,7 @@ from orchestra.rollout.prompt import default_prompt
 from orchestra.task import Task
 from orchestra.tools.spec import ToolSpec
 from orchestra.tools.toolbox import Toolbox
-from orchestra.types import Completion, Message, Observation, Termination, ToolCall, Trajectory, Turn
+from orchestra.types import Message, Observation, Termination, ToolCall, Trajectory, Turn
 
 PromptBuilder = Callable[[Task, Sequence[ToolSpec], Preferences | None], list[Message]]
 ObservationRenderer = Callable[[Observation], str]
