@@ -14,6 +14,9 @@ Invariants
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from orchestra.types import (
@@ -181,3 +184,39 @@ def _turn_from(data: dict[str, Any]) -> Turn:
         observations=tuple(_observation_from(o) for o in data.get("observations") or ()),
         latency_s=float(data.get("latency_s", 0.0)),
     )
+
+
+def append_trajectory(path: str | Path, trajectory: Trajectory) -> None:
+    """Append one trajectory as one JSONL line, secrets redacted, in a single write followed by fsync.
+
+    A crash mid-write leaves at most a truncated last line, which `read_trajectories` skips.
+    """
+    from orchestra.redact import redact
+
+    line = redact(json.dumps(trajectory_to_dict(trajectory), ensure_ascii=False)) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_trajectories(path: str | Path) -> list[Trajectory]:
+    """Every complete line of a trajectories file (a truncated last line, from a crash, is skipped)."""
+    out = []
+    with Path(path).open() as handle:
+        lines = handle.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1:]):
+                continue  # the torn last line of an interrupted append
+            raise ValueError(f"{path}:{i + 1}: not a JSON line") from None
+        out.append(trajectory_from_dict(data))
+    return out

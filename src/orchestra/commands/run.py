@@ -17,6 +17,7 @@ from orchestra.pool import build_pool, default_pool_path, load_pool_config
 from orchestra.rollout.episode import run_episode
 from orchestra.task import Task
 from orchestra.tools.toolbox import Toolbox
+from orchestra.trajectory import append_trajectory
 from orchestra.types import Trajectory
 
 DEFAULT_QUESTION = "A train travels 120 km in 1.5 hours. What is its average speed in km/h?"
@@ -30,6 +31,7 @@ def run(
     pool: PoolOption = None,
     set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory summary as JSON.")] = False,
+    save: Annotated[Path | None, typer.Option("--save", help="Append the whole trajectory to this JSONL file.")] = None,
 ) -> None:
     console = Console()
     try:
@@ -45,6 +47,8 @@ def run(
             task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
             limits=built.limits, sampling=built.sampling,
         ))
+    if save is not None:
+        append_trajectory(save, trajectory)
     if as_json:
         console.print_json(json.dumps(summary(trajectory)))
         return
