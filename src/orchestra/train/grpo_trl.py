@@ -86,7 +86,10 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     )
     out = Path(config.output_dir)
     history: list[dict[str, float]] = []
-    metrics = MetricsLogger(out / "metrics.jsonl")
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    resume_step = int(checkpoints[-1].name.split("-")[-1]) if checkpoints else 0
+    # Steps after the checkpoint are trained (and logged) again; a fresh start (0) drops an older run's lines.
+    metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step)
 
     def rollout_func(prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
         size = config.group_size
@@ -106,7 +109,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
             trainer.model.train(was_training)
         stats = rollout_stats(groups)
         history.append(stats)
-        step = len(history)
+        step = trainer.state.global_step + 1  # the optimizer step these rollouts feed (counts on after a resume)
         metrics.log(step, stats)
         if on_step is not None:
             on_step(step, config.steps, stats)
@@ -158,7 +161,6 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         processing_class=backend.tokenizer, peft_config=peft_config, rollout_func=rollout_func,
     )
     trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     metrics.close()
     trainer.model.eval()
