@@ -43,10 +43,10 @@ class DemoPlan:
 
 FULL = DemoPlan(
     dev_fraction=0.1,
-    sft={"examples": 160, "examples_per_step": 8, "learning_rate": 5e-4, "lora": {"rank": 16, "top_layers": 6},
-         "checkpoint": {"every_steps": 5}},
-    grpo={"steps": 4, "group_size": 8, "prompts_per_step": 2, "learning_rate": 5e-5, "kl_coef": 0.0,
-          "lora": {"rank": 16, "top_layers": 6}, "checkpoint": {"every_steps": 2}},
+    sft={"examples": 192, "examples_per_step": 8, "learning_rate": 2e-3, "warmup_steps": 2,
+         "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 6}},
+    grpo={"steps": 4, "group_size": 8, "prompts_per_step": 2, "learning_rate": 1e-4, "kl_coef": 0.0,
+          "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 2}},
     eval_limit=None,
     tiny=False,
 )
