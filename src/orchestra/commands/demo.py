@@ -108,6 +108,8 @@ def demo(
 
     report = write_report([p for p, _ in runs.values()], out / "report", title="orchestra demo: RouterBench dev part")
     summary = _summarize(runs)
+    if "sft" in runs:
+        summary["paper_reward"] = paper_reward_comparison(runs, ("untrained", "sft", "orchestra"))
     summary["timings_s"] = {**timings, "total_s": time.perf_counter() - started}
     summary["quick"] = quick
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -167,6 +169,7 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
 
 def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, plan: DemoPlan,
                   seed: int, compare_sft: bool) -> dict[str, tuple[Path, dict[str, Any]]]:
+    from orchestra.backends.base import Sampling
     from orchestra.evaluate.commands import load_environment, run_with_progress, slug
     from orchestra.evaluate.run import preferences_to_dict
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
@@ -186,13 +189,15 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
     specs += [(b, b, None) for b in BASELINES]
     usual = default_preference()  # what the orchestrator was trained under when no avoidance was asked
     if compare_sft:
+        specs.append(("untrained", "prompted:local", usual))
         specs.append(("sft", str(out / "sft" / "orchestrator"), usual))
     specs += [("orchestra", str(final), usual), ("orchestra+avoid-claude", str(final), avoid)]
     runs: dict[str, tuple[Path, dict[str, Any]]] = {}
     base_records = None
     for label, spec, prefs in specs:
         resolved = resolve_orchestrator(spec, ctx)
-        settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4)))
+        settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
+                                                             sampling=Sampling(max_tokens=64)))
         config = {**loaded.config, "spec": spec, "label": label, "preferences": preferences_to_dict(prefs),
                   "orchestrator": dict(resolved.details), "limit": plan.eval_limit}
         run_dir = out / "runs" / slug(label)
@@ -201,7 +206,7 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
         results = asyncio.run(run_with_progress(
             loaded.env, tasks, resolved, run_dir, config=config, settings=settings, concurrency=64,
             base_records=base_records if label == "orchestra+avoid-claude" else None,
-            show=spec.startswith(str(out))))
+            show=label in ("untrained", "sft", "orchestra", "orchestra+avoid-claude")))
         runs[label] = (run_dir, results)
         console.print(f"{label:24s} accuracy {results['accuracy']:.3f}  ${results['cost_per_query_usd']:.6f}/query")
     return runs
@@ -237,6 +242,31 @@ def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
+def paper_reward_comparison(runs: dict[str, tuple[Path, dict[str, Any]]], labels: tuple[str, ...]
+                            ) -> dict[str, float]:
+    """Mean paper reward per policy, each dev task's group being the policies' trajectories on it.
+
+    The paper's reward is group-relative (min-max normalized within a group), so policies are compared by putting
+    their rollouts of one task in one group: R = M^ . P if solved else 0, with the preference they ran under
+    (p_outcome 1, p_cost 0.5).
+    """
+    from orchestra.evaluate.store import read_items
+    from orchestra.rewards.preference import Features, group_rewards
+    from orchestra.train.data import default_preference
+
+    prefs = default_preference()
+    items = {label: {r["task_id"]: r for r in read_items(runs[label][0] / "items.jsonl")} for label in labels}
+    common = set.intersection(*(set(v) for v in items.values()))
+    names: tuple[str, ...] = ()
+    totals = dict.fromkeys(labels, 0.0)
+    for task_id in sorted(common):
+        group = [Features(names, (), bool(items[lb][task_id]["solved"]), float(items[lb][task_id]["cost_usd"]),
+                          float(items[lb][task_id].get("tool_latency_s", 0.0))) for lb in labels]
+        for label, reward in zip(labels, group_rewards(group, prefs), strict=True):
+            totals[label] += reward
+    return {label: totals[label] / max(1, len(common)) for label in labels}
+
+
 def _print_table(console: Console, runs: dict[str, tuple[Path, dict[str, Any]]], summary: dict[str, Any]) -> None:
     table = Table(title="RouterBench dev part (recorded outcomes of 11 LLMs)")
     for column in ("policy", "accuracy", "$/query", "cost vs best", "calls/query", "top calls", "pref. score"):
@@ -254,6 +284,9 @@ def _print_table(console: Console, runs: dict[str, tuple[Path, dict[str, Any]]],
     console.print(table)
     for name, ok in summary["targets"].items():
         console.print(f"{'[green]met' if ok else '[red]missed'}[/]  {name}")
+    if "paper_reward" in summary:
+        console.print("paper reward per task (group = the policies' episodes of one task): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in summary["paper_reward"].items()))
     console.print(f"orchestra: {summary['accuracy_ratio']:.1%} of {summary['best_single']}'s accuracy at "
                   f"{summary['cost_ratio']:.1%} of its cost; with 'Avoid claude models.': claude share "
                   f"{summary['avoid_claude_call_share']:.1%}, accuracy change "
