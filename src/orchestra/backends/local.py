@@ -154,6 +154,12 @@ class LocalBackend:
         self._lm = model
         self.clear_kv_cache()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the sampling seeds drawn for rows without their own `Sampling.seed` (a training step reseeds, so a
+        resumed run draws the same rollouts as an uninterrupted one)."""
+        with self._lock:
+            self._rng = random.Random(seed)
+
     def clear_kv_cache(self) -> None:
         """Forget every stored attention cache (call after changing the weights in place)."""
         self._kv = KVStore(self._kv.max_tokens)

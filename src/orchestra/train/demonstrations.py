@@ -117,7 +117,7 @@ def _mean_cost(rows: Sequence[Row], model: str) -> float:
 
 
 def _best_direct(rows: Sequence[Row], allowed: set[str]) -> str:
-    return max(allowed, key=lambda m: _score(rows, Route(direct=m))[0])
+    return max(sorted(allowed), key=lambda m: _score(rows, Route(direct=m))[0])
 
 
 def _score(rows: Sequence[Row], route: Route) -> tuple[float, float]:

@@ -98,6 +98,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
             raise ValueError("rollout_func expects each task repeated group_size times, consecutively")
         chosen = [by_id[i] for i in ids[::size]]
         backend.lm = trainer.model  # generate with the current policy (LoRA layers included)
+        if hasattr(backend, "reseed"):  # rollouts of step k depend only on (seed, k): a resumed run repeats them
+            backend.reseed(config.seed * 1_000_003 + trainer.state.global_step)
         was_training = trainer.model.training
         trainer.model.eval()
         try:
