@@ -211,9 +211,12 @@ async def test_f4_429_storm_keeps_the_request_rate_under_the_limit(server, make)
     sent: list[float] = []
     acquire = backend.limiter.acquire
 
-    async def recording_acquire() -> float:  # the moment each attempt is released to the network
+    async def recording_acquire() -> float:  # the moment the limiter releases each attempt to the network
+        # (when it was asked plus the delay it imposed: on a loaded machine a task may wake later than released,
+        # and late wake-ups would bunch recorded times without the limiter having let more through)
+        asked = time.monotonic()
         waited = await acquire()
-        sent.append(time.monotonic())
+        sent.append(asked + waited)
         return waited
 
     backend.limiter.acquire = recording_acquire

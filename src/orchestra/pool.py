@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from orchestra.backends.base import ChatBackend, Sampling, estimate_prompt_tokens
+from orchestra.backends.base import ChatBackend, Sampling, worst_case_cost_usd
 from orchestra.backends.pricing import ModelPrice, PriceTable
 from orchestra.config import ModelEndpoint, PoolConfig, load_config
 from orchestra.errors import ConfigError
@@ -21,7 +21,7 @@ from orchestra.preferences import Limits, Preferences
 from orchestra.tools.builtin import BUILTINS
 from orchestra.tools.builtin.expert import expert_tool
 from orchestra.tools.spec import Tool, ToolSpec
-from orchestra.types import Completion, Message, Usage
+from orchestra.types import Completion, Message
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,7 @@ class LazyBackend:
         return self._name
 
     def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
-        tokens = estimate_prompt_tokens(messages, tools)
-        return self.price.cost_usd(Usage(tokens, sampling.max_tokens))
+        return worst_case_cost_usd(self.price, messages, tools, sampling)
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> Completion:
         async with self._lock:

@@ -58,3 +58,11 @@ def estimate_prompt_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec
     chars = sum(len(m.content) + sum(len(str(c.arguments)) + len(c.name) for c in m.tool_calls) for m in messages)
     chars += sum(len(t.rendered_description()) + len(str(t.parameters)) + len(t.name) for t in tools)
     return chars // 3 + 8 * len(messages) + 16
+
+
+def worst_case_cost_usd(price: object, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                        sampling: Sampling) -> float:
+    """`price` (a `ModelPrice`) of the estimated prompt plus `sampling.max_tokens` of output."""
+    from orchestra.types import Usage
+
+    return price.cost_usd(Usage(estimate_prompt_tokens(messages, tools), sampling.max_tokens))  # type: ignore[attr-defined]

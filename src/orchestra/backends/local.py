@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from orchestra.backends.base import Sampling, estimate_prompt_tokens
+from orchestra.backends.base import Sampling, worst_case_cost_usd
 from orchestra.backends.batching import MicroBatcher
 from orchestra.backends.chat_format import ChatFormat
 from orchestra.backends.generate import Generation, generate_rows
@@ -173,7 +173,7 @@ class LocalBackend:
         return self._stats
 
     def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
-        return self.price.cost_usd(Usage(estimate_prompt_tokens(messages, tools), sampling.max_tokens))
+        return worst_case_cost_usd(self.price, messages, tools, sampling)
 
     async def complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling

@@ -49,7 +49,7 @@ try:
 except ImportError:  # an older `openai` that still depends on plain httpx
     import httpx  # type: ignore[no-redef]
 
-from orchestra.backends.base import Sampling, estimate_prompt_tokens
+from orchestra.backends.base import Sampling, estimate_prompt_tokens, worst_case_cost_usd
 from orchestra.backends.openai_wire import (
     LineTooLong,
     Reply,
@@ -166,7 +166,7 @@ class OpenAICompatBackend:
         )
 
     def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
-        return self.price.cost_usd(Usage(estimate_prompt_tokens(messages, tools), sampling.max_tokens))
+        return worst_case_cost_usd(self.price, messages, tools, sampling)
 
     async def complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling

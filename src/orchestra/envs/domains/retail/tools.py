@@ -203,6 +203,18 @@ def modify_pending_order_payment(db: Db, order_id: str, payment_method_id: str) 
     return order
 
 
+def _swap_to_write(db: Db, order_id: str, status: str, item_ids: list[str], new_item_ids: list[str],
+                   payment_method_id: str) -> tuple[dict[str, Any], float]:
+    """Check an item swap (order status, items, payment covering the difference); the order opened for writing
+    and the price difference."""
+    order = _order_with_status(db, order_id, status)
+    diff = _check_swap(db, order, item_ids, new_item_ids)
+    method = _payment_method(db, order["user_id"], payment_method_id)
+    if method["source"] == "gift_card" and method["balance"] < diff:
+        raise ToolError(f"gift card balance {method['balance']} does not cover the price difference {diff}")
+    return db.write("orders", order_id), diff
+
+
 def modify_pending_order_items(db: Db, order_id: str, item_ids: list[str], new_item_ids: list[str],
                                payment_method_id: str) -> dict[str, Any]:
     """Swap items of a pending order for other options of the same products. Can be done once per order.
@@ -213,12 +225,7 @@ def modify_pending_order_items(db: Db, order_id: str, item_ids: list[str], new_i
         new_item_ids: The new item ids, in the same order as `item_ids`; each of the same product, available.
         payment_method_id: The method that pays or receives the price difference, e.g. "credit_card_0000000".
     """
-    order = _order_with_status(db, order_id, "pending")
-    diff = _check_swap(db, order, item_ids, new_item_ids)
-    method = _payment_method(db, order["user_id"], payment_method_id)
-    if method["source"] == "gift_card" and method["balance"] < diff:
-        raise ToolError(f"gift card balance {method['balance']} does not cover the price difference {diff}")
-    order = db.write("orders", order_id)
+    order, diff = _swap_to_write(db, order_id, "pending", item_ids, new_item_ids, payment_method_id)
     for old_id, new_id in zip(item_ids, new_item_ids, strict=True):
         item = next(i for i in order["items"] if i["item_id"] == old_id and not i.get("_swapped"))
         variant = db.get("products", item["product_id"])["variants"][new_id]
@@ -265,12 +272,7 @@ def exchange_delivered_order_items(db: Db, order_id: str, item_ids: list[str], n
         new_item_ids: The new item ids, in the same order as `item_ids`; each of the same product, available.
         payment_method_id: The method that pays or receives the price difference, e.g. "gift_card_0000000".
     """
-    order = _order_with_status(db, order_id, "delivered")
-    diff = _check_swap(db, order, item_ids, new_item_ids)
-    method = _payment_method(db, order["user_id"], payment_method_id)
-    if method["source"] == "gift_card" and method["balance"] < diff:
-        raise ToolError(f"gift card balance {method['balance']} does not cover the price difference {diff}")
-    order = db.write("orders", order_id)
+    order, diff = _swap_to_write(db, order_id, "delivered", item_ids, new_item_ids, payment_method_id)
     order["status"] = "exchange requested"
     order["exchange_items"] = sorted(item_ids)
     order["exchange_new_items"] = sorted(new_item_ids)
