@@ -51,7 +51,7 @@ class KVStore:
     def take(self, prompt: Sequence[int]) -> PrefixKV | None:
         """The stored cache `prompt` extends, if it is still kept (it must leave at least one token to feed)."""
         with self._lock:
-            fed = self._expected.pop(tuple(prompt), None)
+            fed = self._expected.get(tuple(prompt))  # rows of one GRPO group may share a prompt: keep it
             if fed is None:
                 return None
             entry = self._entries.get(fed)
