@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -71,6 +72,8 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
 
 def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backend: Any | None = None) -> GRPOResult:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # A dropped rollout or group has reward None by design (see orchestra.train.rollout); TRL warns about each one.
+    logging.getLogger("trl.trainer.grpo_trainer").setLevel(logging.ERROR)
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig as TRLConfig
