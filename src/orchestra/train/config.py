@@ -84,7 +84,8 @@ class GRPOConfig(Strict):
     """GRPO on multi-turn rollouts with the paper's outcome x efficiency x preference reward, on TRL."""
 
     model: ModelSource = pydantic.Field(
-        default_factory=lambda: ModelSource(kind="local", path="runs/sft"), description="Start (an SFT output).")
+        default_factory=lambda: ModelSource(kind="local", path="runs/sft/orchestrator"),
+        description="Start (an SFT output directory).")
     data: RouterBenchData = pydantic.Field(default_factory=RouterBenchData)
     preferences: PreferenceMix = pydantic.Field(default_factory=PreferenceMix)
     lora: LoraSettings = pydantic.Field(default_factory=LoraSettings)
