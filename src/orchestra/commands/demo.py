@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestra.commands.train import describe_step, progress_bar
+from orchestra.commands.train import with_progress
 from orchestra.train.config import GRPOConfig, SFTConfig
 
 BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
@@ -125,13 +125,8 @@ def _run_sft(console: Console, cfg: SFTConfig, plan: DemoPlan) -> None:
     from orchestra.train.sft import train_sft
 
     backend = _tiny_backend(cfg) if plan.tiny else None
-    with progress_bar(console) as progress:
-        bar = progress.add_task("sft", total=None, info="demonstrations + model")
-
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            progress.update(bar, completed=step, total=total, info=describe_step(values))
-
-        result = train_sft(cfg, on_step=on_step, backend=backend)
+    result = with_progress(console, "sft", None, "demonstrations + model",
+                           lambda on_step: train_sft(cfg, on_step=on_step, backend=backend))
     console.print(f"SFT: {result.steps} steps on {result.demonstrations} demonstrations, final loss "
                   f"{result.final_loss:.3f}")
 
@@ -139,13 +134,8 @@ def _run_sft(console: Console, cfg: SFTConfig, plan: DemoPlan) -> None:
 def _run_grpo(console: Console, cfg: GRPOConfig) -> None:
     from orchestra.train.grpo_trl import train_grpo
 
-    with progress_bar(console) as progress:
-        bar = progress.add_task("grpo", total=cfg.steps, info="rollouts")
-
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            progress.update(bar, completed=step, total=total, info=describe_step(values))
-
-        result = train_grpo(cfg, on_step=on_step)
+    result = with_progress(console, "grpo", cfg.steps, "rollouts",
+                           lambda on_step: train_grpo(cfg, on_step=on_step))
     first, last = result.history[0] if result.history else {}, result.history[-1] if result.history else {}
     console.print(f"GRPO: {result.steps} steps; reward {first.get('reward', float('nan')):.3f} -> "
                   f"{last.get('reward', float('nan')):.3f}, accuracy {first.get('accuracy', float('nan')):.2f} -> "

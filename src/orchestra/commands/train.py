@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,6 +14,8 @@ from orchestra.config import load_config
 from orchestra.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
+T = TypeVar("T")
+M = TypeVar("M")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML (default: built-in defaults).")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. steps=20.")]
@@ -32,6 +35,26 @@ def describe_step(values: dict[str, float]) -> str:
     return " ".join(parts + shares[:3])
 
 
+def with_progress(console: Console, name: str, total: int | None, info: str,
+                  train: Callable[[Callable[[int, int, dict[str, float]], None]], T]) -> T:
+    """Run `train(on_step)` under a progress bar that shows each step's metrics."""
+    with progress_bar(console) as progress:
+        bar = progress.add_task(name, total=total, info=info)
+
+        def on_step(step: int, steps: int, values: dict[str, float]) -> None:
+            progress.update(bar, completed=step, total=steps, info=describe_step(values))
+
+        return train(on_step)
+
+
+def _load(console: Console, path: Path | None, model: type[M], overrides: list[str] | None) -> M:
+    try:
+        return load_config(path, model, tuple(overrides or ()))
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command("sft")
 def sft(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Supervised warm start on demonstrations."""
@@ -39,18 +62,9 @@ def sft(config: ConfigOption = None, set_: SetOption = None) -> None:
     from orchestra.train.sft import train_sft
 
     console = Console()
-    try:
-        cfg = load_config(config, SFTConfig, tuple(set_ or ()))
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    with progress_bar(console) as progress:
-        bar = progress.add_task("sft", total=None, info="collecting demonstrations, loading the model")
-
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            progress.update(bar, completed=step, total=total, info=describe_step(values))
-
-        result = train_sft(cfg, on_step=on_step)
+    cfg = _load(console, config, SFTConfig, set_)
+    result = with_progress(console, "sft", None, "collecting demonstrations, loading the model",
+                           lambda on_step: train_sft(cfg, on_step=on_step))
     console.print(f"saved {result.output_dir} after {result.steps} steps (final loss {result.final_loss:.4f}, "
                   f"{result.demonstrations} demonstrations)")
 
@@ -62,16 +76,7 @@ def grpo(config: ConfigOption = None, set_: SetOption = None) -> None:
     from orchestra.train.grpo_trl import train_grpo
 
     console = Console()
-    try:
-        cfg = load_config(config, GRPOConfig, tuple(set_ or ()))
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    with progress_bar(console) as progress:
-        bar = progress.add_task("grpo", total=cfg.steps, info="loading the model")
-
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            progress.update(bar, completed=step, total=total, info=describe_step(values))
-
-        result = train_grpo(cfg, on_step=on_step)
+    cfg = _load(console, config, GRPOConfig, set_)
+    result = with_progress(console, "grpo", cfg.steps, "loading the model",
+                           lambda on_step: train_grpo(cfg, on_step=on_step))
     console.print(f"saved {result.output_dir} after {result.steps} steps")
