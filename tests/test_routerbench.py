@@ -113,3 +113,30 @@ def test_any_csv_of_the_format_loads(tmp_path):
     assert env.models == ("m1", "m2")
     assert env.rows[0].gold_choice == "A"
     assert env.rows[0].question.startswith("Which?")
+
+
+async def test_parallel_asks_state_agreement_in_call_order(winogrande):
+    env = rb.load(winogrande)
+    letters = {"agree": None, "disagree": None}
+    for row in env.rows:
+        a, b, c = (rb.parse_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
+        if a and b and c and a == b == c and letters["agree"] is None:
+            letters["agree"] = row
+        if a and b and c and a != b and c == a and letters["disagree"] is None:
+            letters["disagree"] = row
+    assert all(letters.values()), "winogrande has rows where the models agree and where they disagree"
+
+    row = letters["agree"]
+    instance = env.start(env.task(row))
+    tr = await run_episode(env.task(row), ScriptedBackend([ask("yi-34b") + ask("mixtral"), answer("mixtral")]),
+                           Toolbox.of(instance.tools))
+    letter = rb.parse_choice(row.records["yi-34b"].response)
+    assert [o.content for o in tr.turns[0].observations] == [letter, f"{letter} (agrees with yi-34b)"]
+
+    row = letters["disagree"]
+    instance = env.start(env.task(row))
+    a, b, c = (rb.parse_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
+    tr = await run_episode(env.task(row), ScriptedBackend([ask("yi-34b") + ask("mixtral") + ask("gpt-4"),
+                                                           answer("gpt-4")]), Toolbox.of(instance.tools))
+    assert [o.content for o in tr.turns[0].observations] == [
+        a, f"{b} (disagrees with yi-34b: {a})", f"{c} (disagrees with mixtral: {b})"]

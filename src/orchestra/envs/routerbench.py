@@ -5,7 +5,11 @@ Data: RouterBench CSVs (one row per prompt; per model `<model>` 0/1 correctness,
 
 Tools of every task
 - `ask(model)`: returns the model's recorded answer (the parsed choice letter for multiple-choice tasks, the code cut to
-  a few hundred characters for MBPP) and charges the recorded cost of that call.
+  a few hundred characters for MBPP) and charges the recorded cost of that call. A multiple-choice answer also says
+  whether it agrees with the models asked before it in the episode: `B (disagrees with mixtral: A)`,
+  `A (agrees with mixtral)`. Comparing answers is what a router does with them; stating the comparison lets a small
+  orchestrator learn when to escalate from a few hundred examples instead of learning letter equality first.
+  Parallel calls of one turn are compared in call order (the tools are coroutines run in that order).
 - `answer(model)`: ends the episode with that model's recorded response; charges its cost unless this episode already
   asked that model (a recorded answer is paid once).
 Outcome = the recorded correctness of the model whose answer was given. A model whose outcome is missing for a row
@@ -218,7 +222,7 @@ class RouterBench:
 
     def start(self, task: Task) -> Instance:
         row = self._by_id[task.id]
-        asked: set[str] = set()
+        asked: dict[str, str | None] = {}
         tools = self._tools(row, asked)
 
         async def grade(trajectory: Trajectory) -> Outcome:
@@ -226,7 +230,8 @@ class RouterBench:
 
         return Instance(task, tools, grade)
 
-    def _tools(self, row: Row, asked: set[str]) -> list[Tool]:
+    def _tools(self, row: Row, asked: dict[str, str | None]) -> list[Tool]:
+        """The episode's tools; `asked` maps each model asked so far to the letter it answered (None: not a letter)."""
         listing = "\n".join(self.stats.describe(m) for m in self.models)
         multiple_choice = row.task_type != "mbpp"
 
@@ -237,7 +242,7 @@ class RouterBench:
                 raise ValueError(f"{model} is unavailable for this question")
             return row.records[model]
 
-        def ask(model: str) -> ToolOutput:
+        async def ask(model: str) -> ToolOutput:
             """Ask one model the question and read its answer.
 
             Args:
@@ -245,10 +250,15 @@ class RouterBench:
             """
             rec = record(model)
             cost = 0.0 if model in asked else rec.cost_usd
-            asked.add(model)
-            return ToolOutput(show_answer(rec.response, multiple_choice), cost_usd=cost, target=model)
+            shown = show_answer(rec.response, multiple_choice)
+            letter = parse_choice(rec.response) if multiple_choice else None
+            earlier = {m: x for m, x in asked.items() if m != model}
+            asked[model] = letter
+            if letter is not None and earlier:
+                shown = f"{letter} ({compare_answers(letter, earlier)})"
+            return ToolOutput(shown, cost_usd=cost, target=model)
 
-        def answer(model: str) -> ToolOutput:
+        async def answer(model: str) -> ToolOutput:
             """Give this model's answer as the final answer (paid once: free if you already asked it).
 
             Args:
@@ -256,7 +266,7 @@ class RouterBench:
             """
             rec = record(model)
             cost = 0.0 if model in asked else rec.cost_usd
-            asked.add(model)
+            asked.setdefault(model, None)
             return ToolOutput(rec.response, cost_usd=cost, terminal=True, target=model)
 
         def worst_case(arguments: Mapping[str, object]) -> float:
@@ -277,6 +287,15 @@ def show_answer(response: str, multiple_choice: bool) -> str:
         letter = parse_choice(response)
         return letter if letter else response[:80]
     return response if len(response) <= MAX_CODE_CHARS else response[:MAX_CODE_CHARS] + " ..."
+
+
+def compare_answers(letter: str, earlier: Mapping[str, str | None]) -> str:
+    """How `letter` compares with earlier answers: "agrees with a, b" or "disagrees with a: B, b: C" (the models
+    that gave another answer; those that agree are not listed then)."""
+    differ = {m: x or "?" for m, x in earlier.items() if x != letter}
+    if not differ:
+        return "agrees with " + ", ".join(earlier)
+    return "disagrees with " + ", ".join(f"{m}: {x}" for m, x in differ.items())
 
 
 def grade_row(row: Row, trajectory: Trajectory) -> Outcome:

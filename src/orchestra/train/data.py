@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestra.backends.chat_format import _assistant_text
-from orchestra.envs.routerbench import PROVIDERS, RouterBench
+from orchestra.envs.routerbench import PROVIDERS, RouterBench, parse_choice
 from orchestra.preferences import Preferences
 from orchestra.task import Task
 from orchestra.tools.spec import ToolSpec
@@ -106,8 +106,8 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
     """For a consult demonstration (two parallel asks, then an answer): did the two answers differ? None otherwise."""
     if not trajectory.turns or len(trajectory.turns[0].observations) != 2:
         return None
-    first, second = (o.content.strip() for o in trajectory.turns[0].observations)
-    return first != second
+    first, second = (parse_choice(o.content) for o in trajectory.turns[0].observations)
+    return first is None or first != second
 
 
 def rebalance(items: Sequence[tuple[Example, Trajectory]], disagreement_share: float, n: int,

@@ -87,13 +87,13 @@ def consult_backend(policy: ConsultPolicy, task_type_of: dict[str, str] | None =
     def act(messages: Sequence[Message]) -> str:
         task_type = _task_type(messages)
         route = policy.route(task_type)
-        answers = [m.content.strip() for m in messages if m.role == "tool"]
+        answers = [parse_choice(m.content) for m in messages if m.role == "tool"]
         if route.direct is not None:
             return render_hermes("answer", {"model": route.direct})
         assert route.pair is not None and route.escalate is not None
         if not answers:
             return "\n".join(render_hermes("ask", {"model": m}) for m in route.pair)
-        agree = len(answers) >= 2 and answers[0] == answers[1] and len(answers[0]) == 1
+        agree = len(answers) >= 2 and answers[0] is not None and answers[0] == answers[1]
         return render_hermes("answer", {"model": route.pair[0] if agree else route.escalate})
 
     return ScriptedBackend(act, model="consult-policy")
