@@ -429,3 +429,37 @@ async def test_attention_cache_is_reused_across_turns_with_the_same_results(tok)
     fed_before = [len(c.prompt_ids) + len(c.completion_ids) - 1 for c in with_reuse[:2]]
     assert reused.stats.kv_reused_tokens == sum(fed_before)
     assert recomputed.stats.kv_reused_tokens == 0
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_results(backend, tok):
+    """Rows that share a system prompt get its keys and values computed once; ids and log-probs match rows run alone."""
+    from orchestra.backends import generate as gen
+
+    system = tok.encode("You route questions to models. " * 4, add_special_tokens=False)
+    prompts = [system + tok.encode(q, add_special_tokens=False) for q in ("what is 2+2?", "name a colour", "hi")]
+    assert len(system) >= gen.MIN_SHARED_PREFIX
+    sampling = [Sampling(temperature=1.0, max_tokens=12, seed=s) for s in range(3)]
+    kwargs = {"end_ids": backend.end_ids, "pad_id": backend.pad_id, "max_context_tokens": 512,
+              "decode": lambda ids: tok.decode(ids)}
+    calls: list[int] = []
+    model = backend.lm
+    real_forward = model.forward
+
+    def counting_forward(*args, **kw):
+        ids = kw.get("input_ids")
+        calls.append(int(ids.shape[0] * ids.shape[1]))
+        return real_forward(*args, **kw)
+
+    model.forward = counting_forward
+    try:
+        together = gen.generate_rows(model, prompts, sampling, seeds=[0, 1, 2], **kwargs)
+        fed_together = calls[:2]
+        alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
+                 for i, (p, s) in enumerate(zip(prompts, sampling))]
+    finally:
+        del model.forward
+    assert fed_together[0] == len(system)  # the shared part, once
+    assert fed_together[1] <= 3 * (max(len(p) for p in prompts) - len(system))  # then only what differs
+    for a, b in zip(together, alone):
+        assert a.completion_ids == b.completion_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)

@@ -16,6 +16,9 @@ reported numbers are exactly what was sampled:
 Positions come from the attention mask (left padding does not shift a row's positions), so a row's logits equal
 those of the same prompt run alone, up to float rounding.
 
+Rows without a stored prefix that begin with the same tokens (the system prompt every episode shares) have those
+tokens prefilled once for the batch, not once per row.
+
 With `prefixes`, a row whose leading tokens were already fed in an earlier turn starts from their stored keys and
 values (`orchestra.backends.kv_reuse`) and only its remaining tokens are prefilled; the batch's cache then reads
 [padding][stored prefix][padding][new tokens] per row, the padding masked out. With `keep_kv`, a row that ends on
@@ -31,7 +34,7 @@ from typing import Any, Literal
 import torch
 
 from orchestra.backends.base import Sampling
-from orchestra.backends.kv_reuse import PrefixKV, supports_reuse
+from orchestra.backends.kv_reuse import PrefixKV, growing_cache as _growing_cache, supports_reuse
 
 FinishReason = Literal["stop", "length"]
 
@@ -87,6 +90,8 @@ def generate_rows(
     results: dict[int, Generation] = {}
     end = frozenset(end_ids)
     with torch.inference_mode():
+        prefixes = _share_common_prefix(model, prompts, prefixes, device)
+        prefixes = _stage_long_rows(model, prompts, prefixes, pad_id, device)
         logits, cache, attention, positions = _prefill(model, prompts, pad_id, device, prefixes)
         keep_kv = keep_kv and supports_reuse(cache)
         active = rows
@@ -139,8 +144,6 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: 
     Layout per row: [pad][stored prefix] in the cache, then [pad][remaining prompt tokens] as input; the attention
     mask covers both and positions come from its running sum, so every token keeps its true position.
     """
-    from transformers import DynamicCache
-
     prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
     cached = [p.length if p is not None else 0 for p in prefixes]
     suffixes = [list(prompt)[c:] for prompt, c in zip(prompts, cached, strict=True)]
@@ -154,12 +157,63 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: 
         attention[r, past + width - len(suffix):] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)[:, past:]
-    cache = DynamicCache(config=model.config)
+    cache = _growing_cache(model)
     if past:
         _load_prefixes(cache, prefixes, past, device)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
                 past_key_values=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1].float(), cache, attention, position_ids[:, -1]
+
+
+MIN_SHARED_PREFIX = 16
+
+
+def _share_common_prefix(model: Any, prompts: Sequence[Sequence[int]], prefixes: Sequence[PrefixKV | None] | None,
+                         device: torch.device) -> Sequence[PrefixKV | None] | None:
+    """Rows with no stored prefix that start with the same tokens (a shared system prompt) get those tokens' keys
+    and values computed once, as a stored prefix. At least `MIN_SHARED_PREFIX` tokens and two rows, and every row
+    keeps at least one token to feed; models whose cache cannot be reused are left as they are."""
+    prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+    fresh = [i for i, p in enumerate(prefixes) if p is None]
+    if len(fresh) < 2:
+        return prefixes
+    length = min(len(prompts[i]) for i in fresh) - 1
+    first = prompts[fresh[0]]
+    for i in fresh[1:]:
+        other = prompts[i]
+        length = next((k for k in range(length) if other[k] != first[k]), length)
+        if length < MIN_SHARED_PREFIX:
+            return prefixes
+    cache = _growing_cache(model)
+    model(input_ids=torch.tensor([list(first[:length])], device=device), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    if not supports_reuse(cache):
+        return prefixes
+    shared = PrefixKV(length, tuple(layer.keys[0] for layer in cache.layers),
+                      tuple(layer.values[0] for layer in cache.layers))
+    for i in fresh:
+        prefixes[i] = shared
+    return prefixes
+
+
+def _stage_long_rows(model: Any, prompts: Sequence[Sequence[int]], prefixes: Sequence[PrefixKV | None] | None,
+                     pad_id: int, device: torch.device) -> Sequence[PrefixKV | None] | None:
+    """Rows with far more tokens to feed than the batch's typical row (a cache miss among continuing conversations)
+    are prefilled first, among themselves, up to their last token; the batch then feeds them one token. Without
+    this, one long row would make every row of the batch pay its width in padding."""
+    prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+    todo = [len(p) - (x.length if x is not None else 0) for p, x in zip(prompts, prefixes, strict=True)]
+    typical = sorted(todo)[len(todo) // 2]
+    long = [i for i, n in enumerate(todo) if n > 2 * typical + 32]
+    if not long:
+        return prefixes
+    _, cache, attention, _ = _prefill(model, [prompts[i][:-1] for i in long], pad_id, device,
+                                      [prefixes[i] for i in long])
+    if not supports_reuse(cache):
+        return prefixes
+    for slot, i in enumerate(long):
+        prefixes[i] = _row_kv(cache, attention, slot)
+    return prefixes
 
 
 def _load_prefixes(cache: Any, prefixes: Sequence[PrefixKV | None], past: int, device: torch.device) -> None:

@@ -84,4 +84,81 @@ def supports_reuse(cache: Any) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, _growing_layer_class()) for layer in layers)
+
+
+def growing_cache(model: Any) -> Any:
+    """A `DynamicCache` for `model` whose full-attention layers grow in place (see `_growing_layer_class`)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=model.config)
+    layers = getattr(cache, "layers", None)
+    if layers and all(type(layer) is DynamicLayer for layer in layers):
+        cache.layers = [_growing_layer_class()() for _ in layers]
+    return cache
+
+
+_GROWING: list[type] = []
+
+
+def _growing_layer_class() -> type:
+    """`GrowingLayer`: a `DynamicLayer` that writes new keys and values into spare capacity instead of
+    concatenating (transformers' layer copies its whole cache on every decoded token, a third of a batched decode
+    step on CPU). `keys`/`values` are views of the filled part; capacity grows by half when full.
+    Defined lazily so that importing this module does not import torch."""
+    if _GROWING:
+        return _GROWING[0]
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self._k = self._v = None
+            self._filled = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            new = key_states.shape[-2]
+            need = self._filled + new
+            if self._k is None or need > self._k.shape[-2]:
+                capacity = need + max(64, need // 2)
+                shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
+                k, v = key_states.new_empty(shape), value_states.new_empty(shape)
+                if self._k is not None and self._filled:
+                    k[..., : self._filled, :] = self._k[..., : self._filled, :]
+                    v[..., : self._filled, :] = self._v[..., : self._filled, :]
+                self._k, self._v = k, v
+            self._k[..., self._filled : need, :] = key_states
+            self._v[..., self._filled : need, :] = value_states
+            self._filled = need
+            self.keys, self.values = self._k[..., :need, :], self._v[..., :need, :]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self._filled if self.is_initialized else 0
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.get_seq_length() > 0:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[..., : self._filled, :], self._v[..., : self._filled, :]
+
+        def reset(self) -> None:
+            self._k = self._v = None
+            self._filled = 0
+            super().reset()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            super().crop(tokens_to_remove)  # validates the argument and cuts the views
+            if self.is_initialized and self.keys is not None:
+                self._filled = self.keys.shape[-2]
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.get_seq_length() > 0:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self.keys, self.values = self._k[..., : self._filled, :], self._v[..., : self._filled, :]
+
+    _GROWING.append(GrowingLayer)
+    return GrowingLayer
