@@ -455,11 +455,11 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_results(backend,
         together = gen.generate_rows(model, prompts, sampling, seeds=[0, 1, 2], **kwargs)
         fed_together = calls[:2]
         alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
-                 for i, (p, s) in enumerate(zip(prompts, sampling))]
+                 for i, (p, s) in enumerate(zip(prompts, sampling, strict=True))]
     finally:
         del model.forward
     assert fed_together[0] == len(system)  # the shared part, once
     assert fed_together[1] <= 3 * (max(len(p) for p in prompts) - len(system))  # then only what differs
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert a.completion_ids == b.completion_ids
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 
 from orchestra.backends.base import Sampling
-from orchestra.backends.kv_reuse import PrefixKV, growing_cache as _growing_cache, supports_reuse
+from orchestra.backends.kv_reuse import PrefixKV, growing_cache, supports_reuse
 
 FinishReason = Literal["stop", "length"]
 
@@ -157,7 +157,7 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: 
         attention[r, past + width - len(suffix):] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)[:, past:]
-    cache = _growing_cache(model)
+    cache = growing_cache(model)
     if past:
         _load_prefixes(cache, prefixes, past, device)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
@@ -184,7 +184,7 @@ def _share_common_prefix(model: Any, prompts: Sequence[Sequence[int]], prefixes:
         length = next((k for k in range(length) if other[k] != first[k]), length)
         if length < MIN_SHARED_PREFIX:
             return prefixes
-    cache = _growing_cache(model)
+    cache = growing_cache(model)
     model(input_ids=torch.tensor([list(first[:length])], device=device), past_key_values=cache, use_cache=True,
           logits_to_keep=1)
     if not supports_reuse(cache):
