@@ -187,7 +187,7 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
     for label, spec, prefs in specs:
         resolved = resolve_orchestrator(spec, ctx)
         settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
-                                                             sampling=Sampling(max_tokens=64)))
+                                                             sampling=Sampling(max_tokens=80)))
         config = {**loaded.config, "spec": spec, "label": label, "preferences": preferences_to_dict(prefs),
                   "orchestrator": dict(resolved.details), "limit": plan.eval_limit}
         run_dir = out / "runs" / slug(label)

@@ -146,7 +146,7 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
                                 scheduler=scheduler, keep_last=config.checkpoint.keep)
     model.eval()
     meta = OrchestratorMeta(prompt="routerbench-compact", observation="plain", render_tools=False,
-                            max_tokens=64, max_turns=3, trained_by="sft")
+                            max_tokens=80, max_turns=3, trained_by="sft")
     save_orchestrator(model, backend.tokenizer, out / "orchestrator", meta)
     return SFTResult(out / "orchestrator", position.step, loss_value, len(picked))
 
