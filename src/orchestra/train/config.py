@@ -100,7 +100,7 @@ class GRPOConfig(Strict):
     temperature: float = pydantic.Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     max_turns: int = pydantic.Field(3, ge=1, description="Turn cap per rollout.")
     max_tokens_per_turn: int = pydantic.Field(
-        80, ge=8, description="Generated tokens per turn (two hermes tool calls take about 64 with SmolLM2)."))
+        80, ge=8, description="Generated tokens per turn (two hermes tool calls take about 64 with SmolLM2).")
     min_group_std: float = pydantic.Field(0.1, ge=0, description="Groups with a smaller reward std are dropped.")
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1, description="Micro-batches per optimizer step.")
     seed: int = pydantic.Field(0, description="Seed.")
