@@ -20,6 +20,11 @@ answer a correct model gave, for multiple-choice rows) and is wrong otherwise (M
 
 Model descriptions (price and per-task accuracy) come from `ModelStats`, computed on the training part only, so no
 evaluation row leaks into what the orchestrator is told.
+
+A task may offer a subset of the models and reprice them (`RouterBench.offer`, how training varies the pool per
+example): its metadata then holds `offered` (asking any other model is an error observation) and `price_factors`
+(a model's recorded cost is multiplied by its factor, i.e. the same tokens billed at a new price), and the prices the
+prompt shows are the repriced ones.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import re
 import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestra.envs.base import Instance, Outcome
@@ -191,9 +196,9 @@ class ModelStats:
             accuracy[m] = per_type
         return cls(cost, accuracy)
 
-    def describe(self, model: str) -> str:
+    def describe(self, model: str, price_factor: float = 1.0) -> str:
         acc = ", ".join(f"{t} {a:.0%}" for t, a in self.accuracy[model].items())
-        return f"{model}: ${self.mean_cost_usd[model] * 1000:.2f} per 1k queries; accuracy {acc}"
+        return f"{model}: ${self.mean_cost_usd[model] * price_factor * 1000:.2f} per 1k queries; accuracy {acc}"
 
 
 @dataclass
@@ -217,30 +222,52 @@ class RouterBench:
         prices = {m: round(self.stats.mean_cost_usd[m] * 1000, 4) for m in self.models}
         return Task(id=row.id, prompt=prompt, metadata={"task_type": row.task_type, "prices_per_1k": prices})
 
+    def offer(self, task: Task, models: Sequence[str] | None = None,
+              price_factors: Mapping[str, float] | None = None) -> Task:
+        """`task` offering only `models` (default: all), each repriced by its factor in `price_factors` (default 1)."""
+        offered = tuple(m for m in self.models if models is None or m in models)
+        unknown = set(models or ()) - set(self.models) | set(price_factors or {}) - set(self.models)
+        if unknown or not offered:
+            raise ConfigError(f"routerbench offer: unknown models {sorted(unknown)} (known: {', '.join(self.models)})"
+                              if unknown else "routerbench offer: no model offered")
+        factors = {m: float((price_factors or {}).get(m, 1.0)) for m in offered}
+        if any(f <= 0 for f in factors.values()):
+            raise ConfigError("routerbench offer: price factors must be positive")
+        prices = {m: round(self.stats.mean_cost_usd[m] * factors[m] * 1000, 4) for m in offered}
+        return replace(task, metadata={**task.metadata, "offered": offered, "price_factors": factors,
+                                       "prices_per_1k": prices})
+
     def row(self, task_id: str) -> Row:
         return self._by_id[task_id]
 
     def start(self, task: Task) -> Instance:
         row = self._by_id[task.id]
         asked: dict[str, str | None] = {}
-        tools = self._tools(row, asked)
+        offered = tuple(task.metadata.get("offered") or self.models)
+        factors = dict(task.metadata.get("price_factors") or {})
+        tools = self._tools(row, asked, offered, factors)
 
         async def grade(trajectory: Trajectory) -> Outcome:
             return grade_row(row, trajectory)
 
         return Instance(task, tools, grade)
 
-    def _tools(self, row: Row, asked: dict[str, str | None]) -> list[Tool]:
+    def _tools(self, row: Row, asked: dict[str, str | None], offered: Sequence[str],
+               factors: Mapping[str, float]) -> list[Tool]:
         """The episode's tools; `asked` maps each model asked so far to the letter it answered (None: not a letter)."""
-        listing = "\n".join(self.stats.describe(m) for m in self.models)
+        listing = "\n".join(self.stats.describe(m, factors.get(m, 1.0)) for m in offered)
         multiple_choice = row.task_type != "mbpp"
 
         def record(model: str) -> Record:
             if model not in self.models:
-                raise ValueError(f"unknown model {model!r}; models: {', '.join(self.models)}")
+                raise ValueError(f"unknown model {model!r}; models: {', '.join(offered)}")
+            if model not in offered:
+                raise ValueError(f"{model} is not offered for this task; models: {', '.join(offered)}")
             if model not in row.records:
                 raise ValueError(f"{model} is unavailable for this question")
-            return row.records[model]
+            rec = row.records[model]
+            factor = factors.get(model, 1.0)
+            return rec if factor == 1.0 else Record(rec.correct, rec.cost_usd * factor, rec.response)
 
         async def ask(model: str) -> ToolOutput:
             """Ask one model the question and read its answer.
@@ -271,7 +298,9 @@ class RouterBench:
 
         def worst_case(arguments: Mapping[str, object]) -> float:
             model = str(arguments.get("model"))
-            return 0.0 if model in asked or model not in row.records else row.records[model].cost_usd
+            if model in asked or model not in row.records or model not in offered:
+                return 0.0
+            return row.records[model].cost_usd * factors.get(model, 1.0)
 
         card = CostCard()
         return [

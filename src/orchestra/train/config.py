@@ -46,7 +46,26 @@ class RouterBenchData(Strict):
 
 
 class PreferenceMix(Strict):
-    """How training examples draw their preference (see `orchestra.synth.preferences`)."""
+    """How training examples draw their preference.
+
+    `sampler: routerbench` (the default, what the demo trains and evaluates): every model offered at its recorded
+    price, P either the default (p_outcome 1, p_cost `cost_weight`) or, for `avoid_share` of the examples, "avoid
+    one provider's models". `sampler: paper`: the paper's scheme through `orchestra.synth.preferences`: per example a
+    random subset of at least `min_models` models, prices repriced by per-model log-uniform factors in
+    `multiplier_range` for `reprice_share` of the examples, and P drawn from `families` (corner, avoid, cheapest,
+    accuracy) with its instruction in the prompt.
+    """
+
+    sampler: Literal["routerbench", "paper"] = pydantic.Field(
+        "routerbench", description="routerbench: default/avoid-a-provider; paper: subsets, repricing, P families.")
+    families: dict[Literal["corner", "avoid", "cheapest", "accuracy"], float] = pydantic.Field(
+        default_factory=lambda: {"corner": 0.4, "avoid": 0.2, "cheapest": 0.2, "accuracy": 0.2},
+        description="sampler=paper: relative odds of each preference family.")
+    min_models: int = pydantic.Field(2, ge=1, description="sampler=paper: fewest models offered per example.")
+    reprice_share: float = pydantic.Field(
+        0.8, ge=0, le=1, description="sampler=paper: share of examples whose models are repriced.")
+    multiplier_range: tuple[float, float] = pydantic.Field(
+        (0.25, 4.0), description="sampler=paper: range of the log-uniform price factors.")
 
     avoid_share: float = pydantic.Field(
         0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")

@@ -31,11 +31,16 @@ PROVIDER_LABELS = {"anthropic": "claude", "openai": "gpt", "mistral": "mistral/m
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One training task with the preference it is trained under and the models that preference rules out."""
+    """One training task with the preference it is trained under and the models that preference rules out.
+
+    The task itself carries what the pool looks like for it (`RouterBench.offer`: offered models, price factors).
+    `family` is the preference family ("default", "avoid", or with the paper sampler "corner", "cheapest",
+    "accuracy"); the demonstration policy reads it to set its cost budget."""
 
     task: Task
     preferences: Preferences
     avoided: frozenset[str] = frozenset()
+    family: str = "default"
 
 
 def avoid_preference(provider: str, models: Sequence[str], cost_weight: float = 0.5) -> tuple[Preferences, frozenset[str]]:
@@ -51,20 +56,46 @@ def default_preference(cost_weight: float = 0.5) -> Preferences:
 
 
 def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int | None = None) -> list[Example]:
-    """Every task of `env` (or the first `limit` after a seeded shuffle) with its sampled preference."""
+    """Every task of `env` (or the first `limit` after a seeded shuffle) with its sampled preference (and, with the
+    paper sampler, its offered models and prices). Each draw is seeded by (seed, task id)."""
     tasks = list(env.tasks())
     random.Random(seed).shuffle(tasks)
     if limit is not None:
         tasks = tasks[:limit]
+    if mix.sampler == "paper":
+        return [paper_example(env, task, mix, seed) for task in tasks]
     out = []
     for task in tasks:
         rng = random.Random(f"{seed}/{task.id}")
         if mix.avoid_providers and rng.random() < mix.avoid_share:
             prefs, avoided = avoid_preference(rng.choice(mix.avoid_providers), env.models, mix.cost_weight)
-            out.append(Example(task, prefs, avoided))
+            out.append(Example(task, prefs, avoided, "avoid"))
         else:
             out.append(Example(task, default_preference(mix.cost_weight)))
     return out
+
+
+def paper_example(env: RouterBench, task: Task, mix: PreferenceMix, seed: int) -> Example:
+    """One example under the paper's scheme (`orchestra.synth.preferences`): offered subset, repricing, P.
+
+    RouterBench prices are per query, so the table handed to the sampler holds each model's mean recorded $ per
+    query (as its input and output price); a drawn override divided by it is the model's price factor."""
+    from orchestra.backends.pricing import ModelPrice, PriceTable
+    from orchestra.synth.preferences import PreferenceDistribution, candidates_from, sample_for_example
+
+    base = {m: env.stats.mean_cost_usd[m] for m in env.models}
+    table = PriceTable("routerbench-mean-per-query", {m: ModelPrice(c, c, PROVIDERS.get(m)) for m, c in base.items()})
+    distribution = PreferenceDistribution(
+        family_weights=dict(mix.families), min_tools=min(mix.min_models, len(env.models)),
+        avoid_providers=frozenset(mix.avoid_providers) or None,
+        price_weights={"base": 1.0 - mix.reprice_share, "multipliers": mix.reprice_share},
+        multiplier_range=mix.multiplier_range)
+    sample = sample_for_example(seed, task.id, candidates_from(env.models, PROVIDERS), table, distribution)
+    overrides = sample.price_overrides.get("models", {})
+    factors = {m: float(overrides[m]["input"]) / base[m] for m in sample.tools if m in overrides and base[m] > 0}
+    avoided = frozenset(m for m in sample.tools if m in sample.banned_tools or PROVIDERS.get(m) in
+                        sample.banned_providers)
+    return Example(env.offer(task, sample.tools, factors), sample.preferences, avoided, sample.family)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench import Row, parse_choice
+from orchestra.envs.routerbench import Record, Row, parse_choice
 from orchestra.rollout.parse import render_hermes
 from orchestra.types import Message
 
@@ -46,10 +46,14 @@ class ConsultPolicy:
 def fit_consult_policy(
     rows: Sequence[Row], *, allowed: Iterable[str] | None = None, escalate: str = "gpt-4",
     max_cost_share: float = 0.3, max_pair_price_usd: float = 0.001,
+    price_factors: Mapping[str, float] | None = None,
 ) -> ConsultPolicy:
     """The best-accuracy routes (one per task type) whose total cost is at most `max_cost_share` of always asking
-    `escalate`. Solved as a Lagrangian sweep: for each price of accuracy λ, every task type takes the route
-    maximizing accuracy - λ·cost; the best sweep point within the budget wins (ties go to the cheaper)."""
+    `escalate` (or, when it is not allowed, the most accurate allowed model). Solved as a Lagrangian sweep: for each
+    price of accuracy λ, every task type takes the route maximizing accuracy - λ·cost; the best sweep point within
+    the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor)."""
+    if price_factors:
+        rows = [_repriced(r, price_factors) for r in rows]
     models = sorted({m for r in rows for m in r.records})
     allowed_set = set(allowed) if allowed is not None else set(models)
     groups = {t: [r for r in rows if r.task_type == t] for t in sorted({r.task_type for r in rows})}
@@ -75,6 +79,11 @@ def fit_consult_policy(
         cheapest = {t: min(opts, key=lambda x: x[1])[2] for t, opts in scored.items()}
         return ConsultPolicy(cheapest)
     return ConsultPolicy(best[2])
+
+
+def _repriced(row: Row, factors: Mapping[str, float]) -> Row:
+    records = {m: Record(r.correct, r.cost_usd * factors.get(m, 1.0), r.response) for m, r in row.records.items()}
+    return Row(row.id, row.task_type, row.question, records)
 
 
 def _pick(options: list[tuple[float, float, Route]], route: Route) -> tuple[float, float]:

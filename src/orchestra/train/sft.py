@@ -38,6 +38,8 @@ StepCallback = Callable[[int, int, dict[str, float]], None]
 Teacher = Callable[[Example], ChatBackend]
 """Builds the demonstration policy of one example (default: the consult policy refit without its avoided models)."""
 
+COST_SHARE = {"default": 0.3, "cheapest": 0.1, "accuracy": 1.0}
+"""The demonstration policy's cost budget (share of always asking the escalation model) per preference family."""
 DEMO_SETTINGS = EpisodeSettings(limits=Limits(max_turns=3), build_prompt=compact_prompt, render_observation=plain)
 
 
@@ -57,16 +59,20 @@ async def collect_demonstrations(env: RouterBench, examples: Sequence[Example], 
                                  teacher: Teacher | None = None) -> list[tuple[Example, Trajectory]]:
     """Run the demonstration policy (`teacher`, or the consult policy refit per set of avoided models) on every
     example."""
-    policies: dict[frozenset[str], ConsultPolicy] = {}
+    policies: dict[tuple[Any, ...], ConsultPolicy] = {}
     out = []
     for example in examples:
         if teacher is not None:
             policy = teacher(example)
         else:
-            if example.avoided not in policies:
-                allowed = [m for m in env.models if m not in example.avoided]
-                policies[example.avoided] = fit_consult_policy(env.rows, allowed=allowed)
-            policy = consult_backend(policies[example.avoided])
+            offered = example.task.metadata.get("offered") or env.models
+            factors = example.task.metadata.get("price_factors") or {}
+            key = (example.avoided, tuple(offered), tuple(sorted(factors.items())), example.family)
+            if key not in policies:
+                policies[key] = fit_consult_policy(
+                    env.rows, allowed=[m for m in offered if m not in example.avoided], price_factors=factors,
+                    max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
+            policy = consult_backend(policies[key])
         result = await run_task(env, example.task, policy, DEMO_SETTINGS, preferences=example.preferences)
         out.append((example, result.trajectory))
     return out

@@ -1,0 +1,95 @@
+"""Training under the paper's preference scheme: offered subsets, repricing and P families reach the environment,
+the prompt and the demonstrations; the draws are seeded per example."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from collections import Counter
+
+import pytest
+
+from orchestra import ScriptedBackend, Toolbox, run_episode
+from orchestra.envs import routerbench as rb
+from orchestra.errors import ConfigError
+from orchestra.train.config import PreferenceMix, SFTConfig
+from orchestra.train.data import sample_examples
+from orchestra.train.sft import collect_demonstrations
+
+
+@pytest.fixture(scope="module")
+def env(data_dir, tmp_path_factory):
+    """The first 80 rows of each shared RouterBench CSV: real rows, every model, fits in well under a second."""
+    folder = tmp_path_factory.mktemp("routerbench")
+    csv.field_size_limit(sys.maxsize)
+    for source in sorted((data_dir / "routerbench").glob("*.csv")):
+        with source.open(newline="") as src, (folder / source.name).open("w", newline="") as dst:
+            writer = csv.writer(dst)
+            for n, row in enumerate(csv.reader(src)):
+                if n > 80:
+                    break
+                writer.writerow(row)
+    return rb.load(folder)
+
+
+def call(name, model):
+    return f'<tool_call>{{"name": "{name}", "arguments": {{"model": "{model}"}}}}</tool_call>'
+
+
+async def test_offer_restricts_the_models_and_reprices_their_recorded_cost(env):
+    task = env.tasks()[0]
+    row = env.row(task.id)
+    offered = env.offer(task, ["yi-34b", "gpt-4"], {"yi-34b": 2.5})
+    assert offered.metadata["prices_per_1k"] == {
+        "gpt-4": round(env.stats.mean_cost_usd["gpt-4"] * 1000, 4),
+        "yi-34b": round(env.stats.mean_cost_usd["yi-34b"] * 2.5 * 1000, 4)}
+    prompt = rb.compact_prompt(offered, [], None)[0].content
+    assert "yi-34b" in prompt and "mixtral" not in prompt
+
+    instance = env.start(offered)
+    tr = await run_episode(offered, ScriptedBackend([call("ask", "mixtral") + call("ask", "yi-34b"),
+                                                     call("answer", "yi-34b")]), Toolbox.of(instance.tools))
+    refused, asked = tr.turns[0].observations
+    assert refused.status == "tool_error" and "not offered" in refused.content
+    assert asked.status == "ok"
+    assert tr.cost_usd == pytest.approx(row.records["yi-34b"].cost_usd * 2.5)
+    with pytest.raises(ConfigError, match="unknown models"):
+        env.offer(task, ["gpt-5"])
+
+
+def test_paper_sampler_draws_subsets_prices_and_every_family_reproducibly(env):
+    mix = PreferenceMix(sampler="paper")
+    examples = sample_examples(env, mix, seed=3, limit=120)
+    assert [e.task.metadata for e in examples] == [e.task.metadata for e in sample_examples(env, mix, 3, 120)]
+    families = Counter(e.family for e in examples)
+    assert set(families) == {"corner", "avoid", "cheapest", "accuracy"}
+    sizes = {len(e.task.metadata["offered"]) for e in examples}
+    assert min(sizes) >= mix.min_models and len(sizes) > 3
+    repriced = [e for e in examples if any(f != 1.0 for f in e.task.metadata["price_factors"].values())]
+    assert 0.6 < len(repriced) / len(examples) < 0.95  # reprice_share 0.8
+    low, high = mix.multiplier_range
+    assert all(low * 0.99 <= f <= high * 1.01 for e in repriced for f in e.task.metadata["price_factors"].values())
+    for e in examples:
+        if e.family == "avoid":
+            assert e.avoided and all(e.preferences.tool_weights[m] == 0.0 for m in e.avoided)
+            assert e.preferences.instruction.startswith("Do not use")
+        else:
+            assert not e.avoided
+        assert e.preferences.instruction in rb.compact_prompt(e.task, [], e.preferences)[1].content
+
+
+def test_demonstrations_use_only_offered_models_and_respect_avoidance(env):
+    examples = sample_examples(env, PreferenceMix(sampler="paper"), seed=1, limit=24)
+    demos = asyncio.run(collect_demonstrations(env, examples))
+    assert len(demos) == 24
+    for example, trajectory in demos:
+        used = set(trajectory.tool_counts())
+        assert used, "every demonstration calls at least one model"
+        assert used <= set(example.task.metadata["offered"]) - example.avoided
+        assert trajectory.termination == "answered" and trajectory.format_errors == 0
+
+
+def test_an_unknown_preference_family_fails_at_load_naming_the_field():
+    with pytest.raises(Exception, match="families"):
+        SFTConfig.model_validate({"preferences": {"sampler": "paper", "families": {"fastest": 1.0}}})
