@@ -302,6 +302,7 @@ def run_trl(args: argparse.Namespace, model: Any, tokenizer: Any, env: RouterBen
         max_tool_calling_iterations=config.max_turns - 1, logging_steps=1, save_steps=10_000, report_to=[],
         use_cpu=True, bf16=False, seed=config.seed, data_seed=config.seed, remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=True,
+        gradient_checkpointing=config.gradient_checkpointing,  # the same backward pass as ours
     )
     trainer = timed_trainer_class(recorder)(
         model=model, reward_funcs=[routerbench_reward], args=trl_args, train_dataset=Dataset.from_list(rows),

@@ -10,9 +10,14 @@ encoding, HTTP, parsing, tool dispatch, budget bookkeeping and trajectory assemb
 2. Throughput: 1,000 episodes started at once on one backend (100 pooled connections). Episodes/s, and which side
    bounds it: the CPU used by this process and by the server process over the run (a side near 100% of a core is the
    bound; CPU per request gives each side's capacity on one core), and what a bare httpx2 load generator reaches
-   against the same server at the same concurrency.
+   against the same server at the same concurrency. This is the runtime's own ceiling: the server costs nothing.
+3. Against a model server: the same 1,000 episodes against a server whose completions take `--latency-s` (2 s)
+   and of which at most `--slots` (256, vLLM's default `max_num_seqs`) run at once, the rest queueing, so the server
+   can serve at most slots / latency requests/s. Requests/s reached as a share of that capacity: near 1.0 means the
+   server, not the runtime, bounds the run.
 
-Usage: `python bench/runtime_overhead.py [--episodes-seq 200] [--calls 400] [--concurrent 1000]`.
+Usage: `python bench/runtime_overhead.py [--episodes-seq 200] [--calls 400] [--concurrent 1000] [--latency-s 2]
+[--slots 256]`.
 The last line printed is `ratio=<ours_p50_per_turn / direct_p50_per_call>`.
 """
 
@@ -52,8 +57,9 @@ TOOLBOX = Toolbox.of([tool(echo)])
 TASK = Task("bench", "Say hi through the echo tool, then answer.")
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.scripted_openai", "--script", "tool-then-answer"],
+def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.scripted_openai", "--script", "tool-then-answer",
+                             *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("READY "):
@@ -68,8 +74,9 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def backend(base_url: str) -> OpenAICompatBackend:
-    return OpenAICompatBackend("bench", base_url, price=ModelPrice(0.0, 0.0), timeout_s=60.0, max_connections=100)
+def backend(base_url: str, max_connections: int = 100) -> OpenAICompatBackend:
+    return OpenAICompatBackend("bench", base_url, price=ModelPrice(0.0, 0.0), timeout_s=120.0,
+                               max_connections=max_connections)
 
 
 async def direct_p50_s(base_url: str, calls: int) -> float:
@@ -115,8 +122,9 @@ async def ours_per_turn_s(base_url: str, episodes: int) -> tuple[float, float]:
     return statistics.median(per_turn), statistics.median(turn_latency)
 
 
-async def concurrent_episodes(base_url: str, count: int, server_pid: int) -> dict[str, float]:
-    orchestrator = backend(base_url)
+async def concurrent_episodes(base_url: str, count: int, server_pid: int, max_connections: int = 100
+                              ) -> dict[str, float]:
+    orchestrator = backend(base_url, max_connections)
     await run_episode(TASK, orchestrator, TOOLBOX)  # warm the client
     cpu_client, cpu_server, started = time.process_time(), cpu_s(server_pid), time.perf_counter()
     trajectories = await asyncio.gather(*(run_episode(TASK, orchestrator, TOOLBOX) for _ in range(count)))
@@ -178,12 +186,31 @@ async def main(args: argparse.Namespace) -> None:
         print(f"bare httpx2 load generator (concurrency 100): {bare_rps:.0f} requests/s with the server at "
               f"{bare_server:.0%} of a core (the HTTP client, not the server, limits it)")
         bound = "runtime (client process)" if load["client_cpu"] >= load["server_cpu"] else "server"
-        print(f"bound by: {bound}")
+        print(f"bound by: {bound} (an instant server)")
+        model_share = await against_model_server(args)
         print(f"ratio vs raw httpx2 floor: {ours / raw:.3f}")
+        print(f"share of the model server's capacity reached: {model_share:.3f}")
         print(f"ratio={ours / direct:.3f}")
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def against_model_server(args: argparse.Namespace) -> float:
+    """Part 3: requests/s reached against a latency- and slot-bound server, as a share of its capacity."""
+    proc, base_url = start_server("--latency-s", str(args.latency_s), "--slots", str(args.slots))
+    try:
+        # One connection per episode: connections beyond the slots queue at the server, as at a real one.
+        load = await concurrent_episodes(base_url, args.concurrent, proc.pid, max_connections=args.concurrent)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    rps = load["requests"] / load["wall_s"]
+    capacity = args.slots / args.latency_s
+    print(f"against a model server ({args.slots} slots x {args.latency_s:g} s per completion = {capacity:.0f} "
+          f"requests/s at most): {load['finished']:.0f} episodes in {load['wall_s']:.2f} s = {rps:.0f} requests/s "
+          f"({rps / capacity:.1%} of capacity; runtime process at {load['client_cpu']:.0%} of a core)")
+    return rps / capacity
 
 
 if __name__ == "__main__":
@@ -191,4 +218,6 @@ if __name__ == "__main__":
     parser.add_argument("--episodes-seq", type=int, default=200)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--concurrent", type=int, default=1000)
+    parser.add_argument("--latency-s", type=float, default=2.0, help="Part 3: seconds per completion.")
+    parser.add_argument("--slots", type=int, default=256, help="Part 3: completions the server runs at once.")
     asyncio.run(main(parser.parse_args()))

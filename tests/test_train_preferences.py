@@ -93,3 +93,18 @@ def test_demonstrations_use_only_offered_models_and_respect_avoidance(env):
 def test_an_unknown_preference_family_fails_at_load_naming_the_field():
     with pytest.raises(Exception, match="families"):
         SFTConfig.model_validate({"preferences": {"sampler": "paper", "families": {"fastest": 1.0}}})
+
+
+@pytest.mark.parametrize("name", ["train_sft.yaml", "train_grpo.yaml", "train_grpo_paper_preferences.yaml"])
+def test_example_training_configs_load(name):
+    from pathlib import Path
+
+    from orchestra.config import load_config
+    from orchestra.train.config import GRPOConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    model = SFTConfig if "sft" in name else GRPOConfig
+    config = load_config(path, model, ())
+    assert config.data.dev_fraction == 0.1
+    if "paper" in name:
+        assert config.preferences.sampler == "paper" and config.preferences.multiplier_range == (0.25, 4.0)

@@ -150,10 +150,16 @@ class _State:
 class ScriptedOpenAIServer:
     """The server. `handler` may be replaced between requests; `requests` lists what arrived."""
 
-    def __init__(self, handler: Handler | None = None, *, port: int = 0, record: bool = True):
+    def __init__(self, handler: Handler | None = None, *, port: int = 0, record: bool = True,
+                 latency_s: float = 0.0, slots: int | None = None):
         self.handler: Handler = handler or always(Reply())
         self.port = port
         self.record = record
+        self.latency_s = latency_s
+        """Each completion takes this long (a model server's generation time)."""
+        self.slots = slots
+        """At most this many completions are generated at once; the rest wait (a model server's batch size)."""
+        self._slot_gate: asyncio.Semaphore | None = None
         self._state = _State()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -263,6 +269,8 @@ class ScriptedOpenAIServer:
         if not request.path.endswith("/chat/completions") or method != "POST" or body is None:
             await _send_json(writer, 404 if body is not None else 400, _error("not found or bad body", 404))
             return keep
+        if self.latency_s > 0 or self.slots is not None:
+            await self._generate()
         try:
             answer = self.handler(request)
         except Exception as exc:  # noqa: BLE001 - a broken test script must show up as a 500, not a hang
@@ -274,6 +282,16 @@ class ScriptedOpenAIServer:
         else:
             await _send_json(writer, 200, self._completion(answer, request))
         return keep
+
+    async def _generate(self) -> None:
+        """Hold one of `slots` for `latency_s`, as a model server holds a batch slot while it generates."""
+        if self.slots is None:
+            await asyncio.sleep(self.latency_s)
+            return
+        if self._slot_gate is None:
+            self._slot_gate = asyncio.Semaphore(self.slots)
+        async with self._slot_gate:
+            await asyncio.sleep(self.latency_s)
 
     async def _fault(self, fault: Fault, request: SeenRequest, writer: asyncio.StreamWriter) -> bool:
         if fault.kind == "blackhole":
@@ -437,8 +455,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--script", choices=sorted(_SCRIPTS), default="ok")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="Seconds each completion takes.")
+    parser.add_argument("--slots", type=int, default=None, help="Completions generated at once (the rest wait).")
     args = parser.parse_args()
-    server = ScriptedOpenAIServer(_SCRIPTS[args.script](), port=args.port, record=False)
+    server = ScriptedOpenAIServer(_SCRIPTS[args.script](), port=args.port, record=False, latency_s=args.latency_s,
+                                  slots=args.slots)
     ready = threading.Event()
 
     async def run() -> None:

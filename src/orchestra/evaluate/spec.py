@@ -81,7 +81,7 @@ class SpecContext:
     api_key_env: str | None = None
     knn_lambda: float | None = None
     budget_share: float = 0.35
-    local_batch_size: int = 32
+    local_batch_size: int = 64
     """Rows per batch when a local model generates for concurrent episodes."""
 
 

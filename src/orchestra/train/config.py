@@ -121,7 +121,13 @@ class GRPOConfig(Strict):
     max_tokens_per_turn: int = pydantic.Field(
         80, ge=8, description="Generated tokens per turn (two hermes tool calls take about 64 with SmolLM2).")
     min_group_std: float = pydantic.Field(0.1, ge=0, description="Groups with a smaller reward std are dropped.")
+    disagreement_share: float | None = pydantic.Field(
+        0.5, ge=0, le=1, description="Share of the tasks whose demonstration consulted two models that disagreed "
+                                     "(rebalanced as in SFT; None: tasks as sampled).")
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = pydantic.Field(
+        False, description="Recompute activations in the backward pass (saves GPU memory on large policies; on CPU "
+                           "with LoRA it also makes the backward pass run through every layer, ~3x slower).")
     seed: int = pydantic.Field(0, description="Seed.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=lambda: CheckpointSettings(every_steps=4))
     log_tensorboard: bool = pydantic.Field(False, description="Also log to TensorBoard (needs tensorboard).")

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +37,11 @@ from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings
 from orchestra.rollout.guard import plain
 from orchestra.train.config import GRPOConfig
-from orchestra.train.data import sample_examples
+from orchestra.train.data import Example, rebalance, sample_examples
 from orchestra.train.export import OrchestratorMeta, save_orchestrator
 from orchestra.train.metrics import MetricsLogger
 from orchestra.train.rollout import ScoredGroup, collect_groups, to_sequence
-from orchestra.train.sft import load_env, load_policy_model, lora_config
+from orchestra.train.sft import collect_demonstrations, load_env, load_policy_model, lora_config
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -70,6 +71,18 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
     return stats
 
 
+def task_pool(env: Any, config: GRPOConfig) -> list[Example]:
+    """The training tasks with their preferences; with `disagreement_share`, rebalanced so that tasks where two
+    consulted models disagree (the demonstration policy's trajectories tell which) make up that share of the
+    consult tasks. Without it, four in five RouterBench consult tasks are ones where the cheap answers agree: their
+    groups teach "do not escalate" and the rare disagreements cannot teach when to."""
+    examples = sample_examples(env, config.preferences, config.seed, config.data.max_tasks)
+    if config.disagreement_share is None:
+        return examples
+    demos = asyncio.run(collect_demonstrations(env, examples))
+    return [e for e, _ in rebalance(demos, config.disagreement_share, len(examples), config.seed)]
+
+
 def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backend: Any | None = None) -> GRPOResult:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     # A dropped rollout or group has reward None by design (see orchestra.train.rollout); TRL warns about each one.
@@ -80,7 +93,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     from trl import GRPOTrainer
 
     env = load_env(config.data, "train")
-    examples = sample_examples(env, config.preferences, config.seed, config.data.max_tasks)
+    examples = task_pool(env, config)
     by_id = {e.task.id: e for e in examples}
     backend = backend or load_policy_model(config.model, seed=config.seed)
     settings = EpisodeSettings(
@@ -94,6 +107,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     # Steps after the checkpoint are trained (and logged) again; a fresh start (0) drops an older run's lines.
     metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step)
 
+    clock: list[float] = []
+
     def rollout_func(prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
         size = config.group_size
         ids = [p if isinstance(p, str) else json.dumps(p) for p in prompts]
@@ -105,6 +120,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
             backend.reseed(config.seed * 1_000_003 + trainer.state.global_step)
         was_training = trainer.model.training
         trainer.model.eval()
+        started = time.perf_counter()
         try:
             groups = asyncio.run(collect_groups(
                 env, [e.task for e in chosen], [e.preferences for e in chosen], backend, settings,
@@ -113,6 +129,10 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         finally:
             trainer.model.train(was_training)
         stats = rollout_stats(groups)
+        stats["rollout_s"] = time.perf_counter() - started
+        if clock:  # the previous step's rollouts + optimizer step, measured from its rollout start
+            stats["previous_step_s"] = started - clock[-1]
+        clock.append(started)
         history.append(stats)
         step = trainer.state.global_step + 1  # the optimizer step these rollouts feed (counts on after a resume)
         metrics.log(step, stats)
@@ -137,6 +157,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         max_steps=config.steps,
         per_device_train_batch_size=rollouts_per_step // config.gradient_accumulation_steps,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
         num_generations=config.group_size,
         learning_rate=config.learning_rate,
         epsilon=config.clip_low,
