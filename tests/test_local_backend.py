@@ -463,3 +463,37 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_results(backend,
     for a, b in zip(together, alone, strict=True):
         assert a.completion_ids == b.completion_ids
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+def test_a_long_row_is_staged_apart_with_the_same_results(backend, tok):
+    """One row with far more to prefill than the rest is prefilled on its own first; every row's ids and log-probs
+    still match the row run alone, and the batch's joint prefill feeds only the short rows' width."""
+    from orchestra.backends import generate as gen
+
+    short = [tok.encode(q, add_special_tokens=False) for q in ("what is 2+2?", "name a colour", "hi there")]
+    long = tok.encode("tell me a long story about routers and models " * 8, add_special_tokens=False)
+    prompts = [*short, long]
+    assert len(long) > 2 * sorted(len(p) for p in prompts)[2] + 32
+    sampling = [Sampling(temperature=0.0, max_tokens=10)] * 4
+    kwargs = {"end_ids": backend.end_ids, "pad_id": backend.pad_id, "max_context_tokens": 512,
+              "decode": lambda ids: tok.decode(ids)}
+    widths: list[int] = []
+    model = backend.lm
+    real_forward = model.forward
+
+    def recording_forward(*args, **kw):
+        widths.append(int(kw["input_ids"].shape[1]))
+        return real_forward(*args, **kw)
+
+    model.forward = recording_forward
+    try:
+        together = gen.generate_rows(model, prompts, sampling, seeds=[0, 1, 2, 3], **kwargs)
+    finally:
+        del model.forward
+    alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
+             for i, (p, s) in enumerate(zip(prompts, sampling, strict=True))]
+    assert widths[0] == len(long) - 1  # the long row, staged
+    assert widths[1] == max(len(p) for p in short)  # then the batch, no wider than its short rows
+    for a, b in zip(together, alone, strict=True):
+        assert a.completion_ids == b.completion_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
