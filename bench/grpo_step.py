@@ -214,6 +214,7 @@ def grpo_config(args: argparse.Namespace, output_dir: Path) -> GRPOConfig:
         group_size=args.group_size, prompts_per_step=args.prompts_per_step, temperature=1.0,
         max_turns=args.max_turns, max_tokens_per_turn=args.max_tokens, seed=args.seed,
         checkpoint=CheckpointSettings(every_steps=10_000),
+        disagreement_share=None,  # the tasks as sampled, the same list TRL's path gets
     )
 
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import logging
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,17 +202,36 @@ async def against_model_server(args: argparse.Namespace) -> float:
     """Part 3: requests/s reached against a latency- and slot-bound server, as a share of its capacity."""
     proc, base_url = start_server("--latency-s", str(args.latency_s), "--slots", str(args.slots))
     try:
-        # One connection per episode: connections beyond the slots queue at the server, as at a real one.
-        load = await concurrent_episodes(base_url, args.concurrent, proc.pid, max_connections=args.concurrent)
+        # As many connections as the server has slots (how a backend is sized for a vLLM server: its max_num_seqs);
+        # the other episodes wait in the client's pool. More connections than that only add idle sockets to the pool.
+        load = await concurrent_episodes(base_url, args.concurrent, proc.pid, max_connections=args.slots)
     finally:
         proc.terminate()
         proc.wait(10)
     rps = load["requests"] / load["wall_s"]
     capacity = args.slots / args.latency_s
+    ideal = ideal_wall_s(args.concurrent, round(load["requests"] / args.concurrent), args.slots, args.latency_s)
     print(f"against a model server ({args.slots} slots x {args.latency_s:g} s per completion = {capacity:.0f} "
           f"requests/s at most): {load['finished']:.0f} episodes in {load['wall_s']:.2f} s = {rps:.0f} requests/s "
-          f"({rps / capacity:.1%} of capacity; runtime process at {load['client_cpu']:.0%} of a core)")
+          f"({rps / capacity:.1%} of capacity; runtime process at {load['client_cpu']:.0%} of a core); a client "
+          f"that costs nothing would take {ideal:.2f} s under the same queueing ({ideal / load['wall_s']:.1%} of it)")
     return rps / capacity
+
+
+def ideal_wall_s(episodes: int, turns: int, slots: int, latency_s: float) -> float:
+    """Wall time of `episodes` x `turns` sequential completions on a `slots`-wide server taking `latency_s` each,
+    first come first served, with a client that adds no time: the server-bound floor of part 3."""
+    queue = deque((e, 0) for e in range(episodes))
+    running: list[tuple[float, int, int]] = []
+    now = 0.0
+    while queue or running:
+        while queue and len(running) < slots:
+            episode, turn = queue.popleft()
+            heapq.heappush(running, (now + latency_s, episode, turn))
+        now, episode, turn = heapq.heappop(running)
+        if turn + 1 < turns:
+            queue.append((episode, turn + 1))
+    return now
 
 
 if __name__ == "__main__":
