@@ -90,8 +90,9 @@ def generate_rows(
     results: dict[int, Generation] = {}
     end = frozenset(end_ids)
     with torch.inference_mode():
-        prefixes = _share_common_prefix(model, prompts, prefixes, device)
-        prefixes = _stage_long_rows(model, prompts, prefixes, pad_id, device)
+        prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+        _share_common_prefix(model, prompts, prefixes, device)
+        _stage_long_rows(model, prompts, prefixes, pad_id, device)
         logits, cache, attention, positions = _prefill(model, prompts, pad_id, device, prefixes)
         keep_kv = keep_kv and supports_reuse(cache)
         active = rows
@@ -168,52 +169,49 @@ def _prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int, device: 
 MIN_SHARED_PREFIX = 16
 
 
-def _share_common_prefix(model: Any, prompts: Sequence[Sequence[int]], prefixes: Sequence[PrefixKV | None] | None,
-                         device: torch.device) -> Sequence[PrefixKV | None] | None:
+def _share_common_prefix(model: Any, prompts: Sequence[Sequence[int]], prefixes: list[PrefixKV | None],
+                         device: torch.device) -> None:
     """Rows with no stored prefix that start with the same tokens (a shared system prompt) get those tokens' keys
-    and values computed once, as a stored prefix. At least `MIN_SHARED_PREFIX` tokens and two rows, and every row
-    keeps at least one token to feed; models whose cache cannot be reused are left as they are."""
-    prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+    and values computed once, as a stored prefix (set in `prefixes`). At least `MIN_SHARED_PREFIX` tokens and two
+    rows, and every row keeps at least one token to feed; models whose cache cannot be reused are left as they are."""
     fresh = [i for i, p in enumerate(prefixes) if p is None]
     if len(fresh) < 2:
-        return prefixes
+        return
     length = min(len(prompts[i]) for i in fresh) - 1
     first = prompts[fresh[0]]
     for i in fresh[1:]:
         other = prompts[i]
         length = next((k for k in range(length) if other[k] != first[k]), length)
         if length < MIN_SHARED_PREFIX:
-            return prefixes
+            return
     cache = growing_cache(model)
     model(input_ids=torch.tensor([list(first[:length])], device=device), past_key_values=cache, use_cache=True,
           logits_to_keep=1)
     if not supports_reuse(cache):
-        return prefixes
+        return
     shared = PrefixKV(length, tuple(layer.keys[0] for layer in cache.layers),
                       tuple(layer.values[0] for layer in cache.layers))
     for i in fresh:
         prefixes[i] = shared
-    return prefixes
 
 
-def _stage_long_rows(model: Any, prompts: Sequence[Sequence[int]], prefixes: Sequence[PrefixKV | None] | None,
-                     pad_id: int, device: torch.device) -> Sequence[PrefixKV | None] | None:
+def _stage_long_rows(model: Any, prompts: Sequence[Sequence[int]], prefixes: list[PrefixKV | None], pad_id: int,
+                     device: torch.device) -> None:
     """Rows with far more tokens to feed than the batch's typical row (a cache miss among continuing conversations)
-    are prefilled first, among themselves, up to their last token; the batch then feeds them one token. Without
-    this, one long row would make every row of the batch pay its width in padding."""
-    prefixes = list(prefixes) if prefixes is not None else [None] * len(prompts)
+    are prefilled first, among themselves, up to their last token (their stored prefix is set in `prefixes`); the
+    batch then feeds them one token. Without this, one long row would make every row of the batch pay its width in
+    padding."""
     todo = [len(p) - (x.length if x is not None else 0) for p, x in zip(prompts, prefixes, strict=True)]
     typical = sorted(todo)[len(todo) // 2]
     long = [i for i, n in enumerate(todo) if n > 2 * typical + 32]
     if not long:
-        return prefixes
+        return
     _, cache, attention, _ = _prefill(model, [prompts[i][:-1] for i in long], pad_id, device,
                                       [prefixes[i] for i in long])
     if not supports_reuse(cache):
-        return prefixes
+        return
     for slot, i in enumerate(long):
         prefixes[i] = _row_kv(cache, attention, slot)
-    return prefixes
 
 
 def _load_prefixes(cache: Any, prefixes: Sequence[PrefixKV | None], past: int, device: torch.device) -> None:

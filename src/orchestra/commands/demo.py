@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestra.commands.train import with_progress
-from orchestra.train.config import GRPOConfig, SFTConfig
+from orchestra.train.config import TURN_TOKENS, GRPOConfig, SFTConfig
 
 BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
 AVOID_PROVIDER = "anthropic"
@@ -187,7 +187,7 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
     for label, spec, prefs in specs:
         resolved = resolve_orchestrator(spec, ctx)
         settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
-                                                             sampling=Sampling(max_tokens=80)))
+                                                             sampling=Sampling(max_tokens=TURN_TOKENS)))
         config = {**loaded.config, "spec": spec, "label": label, "preferences": preferences_to_dict(prefs),
                   "orchestrator": dict(resolved.details), "limit": plan.eval_limit}
         run_dir = out / "runs" / slug(label)

@@ -76,6 +76,10 @@ class Record:
     cost_usd: float
     response: str
 
+    def repriced(self, factor: float) -> Record:
+        """The same answer billed at `factor` times the recorded price (the same tokens at a new price)."""
+        return self if factor == 1.0 else Record(self.correct, self.cost_usd * factor, self.response)
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -84,6 +88,11 @@ class Row:
     question: str
     records: Mapping[str, Record]
     """By model alias; models with a missing outcome are absent."""
+
+    def repriced(self, factors: Mapping[str, float]) -> Row:
+        """This row with every model's recorded cost multiplied by its factor (default 1)."""
+        records = {m: r.repriced(factors.get(m, 1.0)) for m, r in self.records.items()}
+        return Row(self.id, self.task_type, self.question, records)
 
     @property
     def gold_choice(self) -> str | None:
@@ -225,11 +234,12 @@ class RouterBench:
     def offer(self, task: Task, models: Sequence[str] | None = None,
               price_factors: Mapping[str, float] | None = None) -> Task:
         """`task` offering only `models` (default: all), each repriced by its factor in `price_factors` (default 1)."""
+        unknown = (set(models or ()) | set(price_factors or {})) - set(self.models)
+        if unknown:
+            raise ConfigError(f"routerbench offer: unknown models {sorted(unknown)} (known: {', '.join(self.models)})")
         offered = tuple(m for m in self.models if models is None or m in models)
-        unknown = set(models or ()) - set(self.models) | set(price_factors or {}) - set(self.models)
-        if unknown or not offered:
-            raise ConfigError(f"routerbench offer: unknown models {sorted(unknown)} (known: {', '.join(self.models)})"
-                              if unknown else "routerbench offer: no model offered")
+        if not offered:
+            raise ConfigError("routerbench offer: no model offered")
         factors = {m: float((price_factors or {}).get(m, 1.0)) for m in offered}
         if any(f <= 0 for f in factors.values()):
             raise ConfigError("routerbench offer: price factors must be positive")
@@ -265,9 +275,7 @@ class RouterBench:
                 raise ValueError(f"{model} is not offered for this task; models: {', '.join(offered)}")
             if model not in row.records:
                 raise ValueError(f"{model} is unavailable for this question")
-            rec = row.records[model]
-            factor = factors.get(model, 1.0)
-            return rec if factor == 1.0 else Record(rec.correct, rec.cost_usd * factor, rec.response)
+            return row.records[model].repriced(factors.get(model, 1.0))
 
         async def ask(model: str) -> ToolOutput:
             """Ask one model the question and read its answer.
@@ -298,9 +306,10 @@ class RouterBench:
 
         def worst_case(arguments: Mapping[str, object]) -> float:
             model = str(arguments.get("model"))
-            if model in asked or model not in row.records or model not in offered:
+            try:
+                return 0.0 if model in asked else record(model).cost_usd
+            except ValueError:  # refused before it is paid
                 return 0.0
-            return row.records[model].cost_usd * factors.get(model, 1.0)
 
         card = CostCard()
         return [

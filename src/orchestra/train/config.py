@@ -13,6 +13,9 @@ import pydantic
 
 from orchestra.config import Strict
 
+TURN_TOKENS = 80
+"""Generated tokens per turn of a RouterBench orchestrator (two hermes tool calls take about 64 with SmolLM2)."""
+
 
 class ModelSource(Strict):
     """Which weights to start from."""
@@ -118,8 +121,7 @@ class GRPOConfig(Strict):
     kl_coef: float = pydantic.Field(1e-4, ge=0, description="KL penalty coefficient in the loss.")
     temperature: float = pydantic.Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     max_turns: int = pydantic.Field(3, ge=1, description="Turn cap per rollout.")
-    max_tokens_per_turn: int = pydantic.Field(
-        80, ge=8, description="Generated tokens per turn (two hermes tool calls take about 64 with SmolLM2).")
+    max_tokens_per_turn: int = pydantic.Field(TURN_TOKENS, ge=8, description="Generated tokens per turn.")
     min_group_std: float = pydantic.Field(0.1, ge=0, description="Groups with a smaller reward std are dropped.")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Share of the tasks whose demonstration consulted two models that disagreed "

@@ -63,7 +63,7 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
     if limit is not None:
         tasks = tasks[:limit]
     if mix.sampler == "paper":
-        return [paper_example(env, task, mix, seed) for task in tasks]
+        return paper_examples(env, tasks, mix, seed)
     out = []
     for task in tasks:
         rng = random.Random(f"{seed}/{task.id}")
@@ -75,8 +75,8 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
     return out
 
 
-def paper_example(env: RouterBench, task: Task, mix: PreferenceMix, seed: int) -> Example:
-    """One example under the paper's scheme (`orchestra.synth.preferences`): offered subset, repricing, P.
+def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, seed: int) -> list[Example]:
+    """`tasks` under the paper's scheme (`orchestra.synth.preferences`): offered subset, repricing, P.
 
     RouterBench prices are per query, so the table handed to the sampler holds each model's mean recorded $ per
     query (as its input and output price); a drawn override divided by it is the model's price factor."""
@@ -90,12 +90,16 @@ def paper_example(env: RouterBench, task: Task, mix: PreferenceMix, seed: int) -
         avoid_providers=frozenset(mix.avoid_providers) or None,
         price_weights={"base": 1.0 - mix.reprice_share, "multipliers": mix.reprice_share},
         multiplier_range=mix.multiplier_range)
-    sample = sample_for_example(seed, task.id, candidates_from(env.models, PROVIDERS), table, distribution)
-    overrides = sample.price_overrides.get("models", {})
-    factors = {m: float(overrides[m]["input"]) / base[m] for m in sample.tools if m in overrides and base[m] > 0}
-    avoided = frozenset(m for m in sample.tools if m in sample.banned_tools or PROVIDERS.get(m) in
-                        sample.banned_providers)
-    return Example(env.offer(task, sample.tools, factors), sample.preferences, avoided, sample.family)
+    candidates = candidates_from(env.models, PROVIDERS)
+    out = []
+    for task in tasks:
+        sample = sample_for_example(seed, task.id, candidates, table, distribution)
+        overrides = sample.price_overrides.get("models", {})
+        factors = {m: float(overrides[m]["input"]) / base[m] for m in sample.tools if m in overrides and base[m] > 0}
+        avoided = frozenset(m for m in sample.tools if m in sample.banned_tools or PROVIDERS.get(m) in
+                            sample.banned_providers)
+        out.append(Example(env.offer(task, sample.tools, factors), sample.preferences, avoided, sample.family))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

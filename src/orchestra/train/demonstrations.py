@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench import Record, Row, parse_choice
+from orchestra.envs.routerbench import Row, parse_choice
 from orchestra.rollout.parse import render_hermes
 from orchestra.types import Message
 
@@ -53,7 +53,7 @@ def fit_consult_policy(
     price of accuracy λ, every task type takes the route maximizing accuracy - λ·cost; the best sweep point within
     the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor)."""
     if price_factors:
-        rows = [_repriced(r, price_factors) for r in rows]
+        rows = [r.repriced(price_factors) for r in rows]
     models = sorted({m for r in rows for m in r.records})
     allowed_set = set(allowed) if allowed is not None else set(models)
     groups = {t: [r for r in rows if r.task_type == t] for t in sorted({r.task_type for r in rows})}
@@ -79,11 +79,6 @@ def fit_consult_policy(
         cheapest = {t: min(opts, key=lambda x: x[1])[2] for t, opts in scored.items()}
         return ConsultPolicy(cheapest)
     return ConsultPolicy(best[2])
-
-
-def _repriced(row: Row, factors: Mapping[str, float]) -> Row:
-    records = {m: Record(r.correct, r.cost_usd * factors.get(m, 1.0), r.response) for m, r in row.records.items()}
-    return Row(row.id, row.task_type, row.question, records)
 
 
 def _pick(options: list[tuple[float, float, Route]], route: Route) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_task
 from orchestra.rollout.guard import plain
 from orchestra.train.checkpoint import DataPosition, latest_checkpoint, load_checkpoint, save_checkpoint
-from orchestra.train.config import LoraSettings, ModelSource, RouterBenchData, SFTConfig
+from orchestra.train.config import TURN_TOKENS, LoraSettings, ModelSource, RouterBenchData, SFTConfig
 from orchestra.train.data import Encoded, Example, encode_conversation, rebalance, sample_examples
 from orchestra.train.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
 from orchestra.train.export import OrchestratorMeta, save_orchestrator
@@ -152,7 +152,7 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
                                 scheduler=scheduler, keep_last=config.checkpoint.keep)
     model.eval()
     meta = OrchestratorMeta(prompt="routerbench-compact", observation="plain", render_tools=False,
-                            max_tokens=80, max_turns=3, trained_by="sft")
+                            max_tokens=TURN_TOKENS, max_turns=3, trained_by="sft")
     save_orchestrator(model, backend.tokenizer, out / "orchestrator", meta)
     return SFTResult(out / "orchestrator", position.step, loss_value, len(picked))
 
