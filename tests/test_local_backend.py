@@ -27,6 +27,7 @@ from orchestra.rollout.parse import parse_tool_calls
 from orchestra.task import Task
 from orchestra.tools import Toolbox, tool
 from orchestra.types import Message, Termination, ToolCall
+from tests.forced_model import ForcedLM, recorded_input_shapes
 
 
 def add(a: int, b: int) -> int:
@@ -52,29 +53,6 @@ def tok():
 @pytest.fixture(scope="module")
 def backend(tok):
     return LocalBackend(tiny_model(tok, seed=0), tok, name="tiny")
-
-
-class ForcedModel(torch.nn.Module):
-    """Wraps a causal LM: the i-th generation (each prefill) emits scripts[i] then the end id, whatever the weights.
-
-    Lets tests make the model sample ids that are NOT the tokenizer's canonical split of their text.
-    """
-
-    def __init__(self, inner, scripts: list[list[int]], end_id: int):
-        super().__init__()
-        self.inner, self.config, self.scripts, self.end_id = inner, inner.config, scripts, end_id
-        self.generation, self.step = -1, 0
-
-    def forward(self, input_ids, past_key_values=None, **kwargs):
-        # A prefill starts a new generation: it feeds several tokens, or the first one into an empty cache (with
-        # attention-cache reuse across turns, a prefill may start from a non-empty cache).
-        if past_key_values is None or past_key_values.get_seq_length() == 0 or input_ids.shape[1] > 1:
-            self.generation, self.step = self.generation + 1, 0
-        out = self.inner(input_ids=input_ids, past_key_values=past_key_values, **kwargs)
-        script = [*self.scripts[min(self.generation, len(self.scripts) - 1)], self.end_id]
-        out.logits[:, -1, script[min(self.step, len(script) - 1)]] += 100.0
-        self.step += 1
-        return out
 
 
 def char_ids(tok, text: str) -> list[int]:
@@ -261,7 +239,7 @@ async def test_prefix_invariant_over_three_turns_with_non_canonical_samples(tok)
     call_ids = forced_call_ids(tok)
     answer_ids = char_ids(tok, "The answer is 3.")
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    backend = LocalBackend(ForcedModel(tiny_model(tok), [call_ids, call_ids, answer_ids], end), tok)
+    backend = LocalBackend(ForcedLM(tiny_model(tok), [call_ids, call_ids, answer_ids], end), tok)
     tools = [ADD.spec]
     messages = [Message("system", "You add numbers."), Message("user", "What is 1 + 2?")]
     turns, sent = [], []
@@ -298,7 +276,7 @@ async def test_foreign_history_is_rendered_and_counted_as_a_miss(backend, tok):
 async def test_run_episode_multi_turn_with_forced_tool_calls(tok):
     end = tok.convert_tokens_to_ids("<|im_end|>")
     scripts = [forced_call_ids(tok), forced_call_ids(tok), char_ids(tok, "3")]
-    backend = LocalBackend(ForcedModel(tiny_model(tok), scripts, end), tok)
+    backend = LocalBackend(ForcedLM(tiny_model(tok), scripts, end), tok)
     trajectory = await run_episode(Task("t1", "What is 1 + 2?"), backend, Toolbox.of([ADD]),
                                    limits=Limits(max_turns=5), sampling=Sampling(max_tokens=80))
     assert trajectory.termination == Termination.FINAL_MESSAGE and trajectory.final_answer == "3"
@@ -405,7 +383,7 @@ async def test_attention_cache_is_reused_across_turns_with_the_same_results(tok)
     scripts = [forced_call_ids(tok), forced_call_ids(tok), char_ids(tok, "3")]
 
     def fresh(kv_tokens: int) -> LocalBackend:
-        return LocalBackend(ForcedModel(tiny_model(tok, seed=3), scripts, end), tok, seed=0,
+        return LocalBackend(ForcedLM(tiny_model(tok, seed=3), scripts, end), tok, seed=0,
                             kv_cache_tokens=kv_tokens)
 
     async def three_turns(backend: LocalBackend):
@@ -441,25 +419,13 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_results(backend,
     sampling = [Sampling(temperature=1.0, max_tokens=12, seed=s) for s in range(3)]
     kwargs = {"end_ids": backend.end_ids, "pad_id": backend.pad_id, "max_context_tokens": 512,
               "decode": lambda ids: tok.decode(ids)}
-    calls: list[int] = []
     model = backend.lm
-    real_forward = model.forward
-
-    def counting_forward(*args, **kw):
-        ids = kw.get("input_ids")
-        calls.append(int(ids.shape[0] * ids.shape[1]))
-        return real_forward(*args, **kw)
-
-    model.forward = counting_forward
-    try:
+    with recorded_input_shapes(model) as shapes:
         together = gen.generate_rows(model, prompts, sampling, seeds=[0, 1, 2], **kwargs)
-        fed_together = calls[:2]
-        alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
-                 for i, (p, s) in enumerate(zip(prompts, sampling, strict=True))]
-    finally:
-        del model.forward
-    assert fed_together[0] == len(system)  # the shared part, once
-    assert fed_together[1] <= 3 * (max(len(p) for p in prompts) - len(system))  # then only what differs
+    alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
+             for i, (p, s) in enumerate(zip(prompts, sampling, strict=True))]
+    assert shapes[0] == (1, len(system))  # the shared part, once
+    assert shapes[1][1] <= max(len(p) for p in prompts) - len(system)  # then only what differs
     for a, b in zip(together, alone, strict=True):
         assert a.completion_ids == b.completion_ids
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
@@ -477,19 +443,10 @@ def test_a_long_row_is_staged_apart_with_the_same_results(backend, tok):
     sampling = [Sampling(temperature=0.0, max_tokens=10)] * 4
     kwargs = {"end_ids": backend.end_ids, "pad_id": backend.pad_id, "max_context_tokens": 512,
               "decode": lambda ids: tok.decode(ids)}
-    widths: list[int] = []
     model = backend.lm
-    real_forward = model.forward
-
-    def recording_forward(*args, **kw):
-        widths.append(int(kw["input_ids"].shape[1]))
-        return real_forward(*args, **kw)
-
-    model.forward = recording_forward
-    try:
+    with recorded_input_shapes(model) as shapes:
         together = gen.generate_rows(model, prompts, sampling, seeds=[0, 1, 2, 3], **kwargs)
-    finally:
-        del model.forward
+    widths = [width for _, width in shapes]
     alone = [gen.generate_rows(model, [p], [s], seeds=[i], **kwargs)[0]
              for i, (p, s) in enumerate(zip(prompts, sampling, strict=True))]
     assert widths[0] == len(long) - 1  # the long row, staged

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 
 import pytest
-import torch
 
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.scripted import ScriptedBackend
@@ -26,29 +25,9 @@ from orchestra.train.data import default_preference, encode_conversation, sample
 from orchestra.train.rollout import collect_groups, to_sequence
 from orchestra.train.sft import DEMO_SETTINGS, collect_demonstrations
 from orchestra.types import Termination
+from tests.forced_model import ForcedLM
 
 CHEAP, WRONG = "mistral-7b", "llama-70b"
-
-
-class ForcedLM(torch.nn.Module):
-    """A causal LM whose i-th generation emits `scripts[i]` and then the end id, whatever its weights say (a +100
-    logit bias), so scripted replies go through the real sampling path with real logprobs. A generation starts with
-    a prefill: a forward over more than one new token, or one asked for the last logits only (a prefill may start
-    from cached keys and values of an earlier turn, so the cache being empty is not the sign)."""
-
-    def __init__(self, inner: torch.nn.Module, scripts: list[list[int]], end_id: int):
-        super().__init__()
-        self.inner, self.config, self.scripts, self.end_id = inner, inner.config, scripts, end_id
-        self.generation, self.step = -1, 0
-
-    def forward(self, input_ids, past_key_values=None, **kwargs):
-        if input_ids.shape[1] > 1 or "logits_to_keep" in kwargs:
-            self.generation, self.step = self.generation + 1, 0
-        out = self.inner(input_ids=input_ids, past_key_values=past_key_values, **kwargs)
-        script = [*self.scripts[min(self.generation, len(self.scripts) - 1)], self.end_id]
-        out.logits[:, -1, script[min(self.step, len(script) - 1)]] += 100.0
-        self.step += 1
-        return out
 
 
 @pytest.fixture(scope="module")
