@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from orchestra.envs.routerbench import ModelStats, RouterBench, load_rows
+from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows
 from orchestra.errors import ConfigError
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
-from orchestra.evaluate.baselines import KnnRouter, Outcomes, fit_cascades, simulate_cascade
+from orchestra.envs.routerbench.baselines import KnnRouter, Outcomes, fit_cascades, simulate_cascade
 from orchestra.evaluate.store import read_items
 
 MODELS = ("m1", "m2", "m3")

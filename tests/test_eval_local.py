@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from orchestra.backends.base import Sampling
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.cli import app
-from orchestra.envs.routerbench import ModelStats, RouterBench, compact_prompt, load_rows
+from orchestra.envs.routerbench.env import ModelStats, RouterBench, compact_prompt, load_rows
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
 from orchestra.evaluate.store import read_items
 from orchestra.preferences import Limits

@@ -195,7 +195,7 @@ def test_pass_hat_k_is_the_share_of_tasks_solved_in_every_trial():
 async def test_preference_score_against_a_base_run_and_avoided_call_share(tmp_path):
     from test_eval_baselines import ROWS, write_csv  # the hand-made RouterBench rows
 
-    from orchestra.envs.routerbench import ModelStats, RouterBench, load_rows
+    from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows
     from orchestra.evaluate import SpecContext, resolve_orchestrator
 
     rows = load_rows(write_csv(tmp_path / "toy.csv", ROWS))

@@ -6,7 +6,7 @@ import pytest
 
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.graders import (
+from orchestra.envs.qa.graders import (
     contains_match,
     exact_match,
     extract_choice,
@@ -18,7 +18,7 @@ from orchestra.envs.graders import (
     parse_number,
     split_list,
 )
-from orchestra.envs.judge import LLMJudge, parse_verdict
+from orchestra.envs.qa.judge import LLMJudge, parse_verdict
 from orchestra.errors import BackendError, ConfigError
 from orchestra.types import Completion
 

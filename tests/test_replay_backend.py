@@ -5,7 +5,7 @@ import pytest
 from orchestra import BackendError, Message, Sampling, ScriptedBackend, Termination, Toolbox, run_episode
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.replay import ReplayBackend
-from orchestra.envs import routerbench as rb
+from orchestra.envs.routerbench import env as rb
 from orchestra.trajectory import append_trajectory, read_trajectories
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
-from orchestra.envs import routerbench as rb
+from orchestra.envs.routerbench import env as rb
 
 
 def answer(model):

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from orchestra import Limits, ScriptedBackend, Toolbox, run_episode
-from orchestra.envs.domains import base_digests
-from orchestra.envs.tau import TauEnvironment, TauInstance, check_domain
-from orchestra.envs.tau_grade import GoldenAction, communicated
-from orchestra.envs.user_sim import LEFT, STOP
+from orchestra.envs.tau.domains import base_digests
+from orchestra.envs.tau.env import TauEnvironment, TauInstance, check_domain
+from orchestra.envs.tau.grade import GoldenAction, communicated
+from orchestra.envs.tau.user_sim import LEFT, STOP
 from orchestra.errors import ConfigError
 from orchestra.paths import shared_data
 from orchestra.rollout.parse import render_hermes

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestra import Limits, ScriptedBackend, Toolbox, run_episode
-from orchestra.envs.tau import TauEnvironment
+from orchestra.envs.tau.env import TauEnvironment
 from orchestra.paths import shared_data
 from orchestra.rollout.parse import render_hermes
 from orchestra.task import Task

@@ -33,7 +33,7 @@ from orchestra.backends.base import Sampling
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
-from orchestra.envs.routerbench import (
+from orchestra.envs.routerbench.env import (
     ALIASES,
     COMPACT_INSTRUCTIONS,
     RouterBench,
@@ -41,7 +41,7 @@ from orchestra.envs.routerbench import (
     last_question,
     load_rows,
 )
-from orchestra.envs.routerbench import load as load_routerbench
+from orchestra.envs.routerbench.env import load as load_routerbench
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_many
 from orchestra.rollout.guard import plain

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
-from orchestra.envs import routerbench as rb
+from orchestra.envs.routerbench import env as rb
 from orchestra.errors import ConfigError
 from orchestra.train.config import PreferenceMix, SFTConfig
 from orchestra.train.data import sample_examples

@@ -16,8 +16,8 @@ import pytest
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
-from orchestra.envs.routerbench import RouterBench
-from orchestra.envs.routerbench import load as load_routerbench
+from orchestra.envs.routerbench.env import RouterBench
+from orchestra.envs.routerbench.env import load as load_routerbench
 from orchestra.rollout.batch import run_task
 from orchestra.rollout.parse import render_hermes
 from orchestra.train.config import PreferenceMix

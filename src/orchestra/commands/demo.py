@@ -146,7 +146,7 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
     """A tiny random Qwen3 model whose tokenizer is trained on the task's prompts (quick mode)."""
     from orchestra.backends.local import LocalBackend
     from orchestra.backends.tiny import tiny_model, tiny_tokenizer
-    from orchestra.envs.routerbench import compact_prompt
+    from orchestra.envs.routerbench.env import compact_prompt
     from orchestra.train.sft import load_env
 
     env = load_env(cfg.data, "train")

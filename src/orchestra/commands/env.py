@@ -22,7 +22,7 @@ def check(
     """
     if kind != "tau":
         raise typer.BadParameter("only `tau` domains have golden actions to check")
-    from orchestra.envs.tau import check_domain
+    from orchestra.envs.tau.env import check_domain
 
     report = check_domain(domain)
     typer.echo(report.render())

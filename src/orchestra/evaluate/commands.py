@@ -42,7 +42,7 @@ class LoadedEnv:
 
 
 def _load_routerbench(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.routerbench import ModelStats, RouterBench, load_rows, split_rows
+    from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows, split_rows
     from orchestra.paths import shared_data
 
     path = Path(data) if data else shared_data() / "routerbench"
@@ -60,7 +60,7 @@ def _load_routerbench(data: str | None, part: str | None, dev_fraction: float, s
 
 
 def _load_qa(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.qa import QAEnvironment
+    from orchestra.envs.qa.env import QAEnvironment
     from orchestra.paths import shared_data
 
     path = Path(data) if data else shared_data() / "frames" / "frames.jsonl"
@@ -71,7 +71,7 @@ def _load_qa(data: str | None, part: str | None, dev_fraction: float, seed: int)
 
 
 def _load_tau(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.tau import TauEnvironment
+    from orchestra.envs.tau.env import TauEnvironment
     from orchestra.paths import shared_data
 
     path = Path(data) if data else shared_data() / "tau2" / "retail"

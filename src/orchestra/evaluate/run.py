@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.envs.base import Environment
-from orchestra.evaluate.baselines import task_aware
+from orchestra.envs.routerbench.baselines import task_aware
 from orchestra.evaluate.spec import Orchestrator
 from orchestra.evaluate.store import ResultStore
 from orchestra.preferences import Preferences

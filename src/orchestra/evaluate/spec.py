@@ -1,7 +1,7 @@
 """Orchestrator specs: one string names what to evaluate, resolved here to a `ChatBackend` and its prompt builder.
 
 Forms
-- RouterBench baselines (`orchestra.evaluate.baselines`): `always:<model>`, `cheapest`, `random`, `oracle`,
+- RouterBench baselines (`orchestra.envs.routerbench.baselines`): `always:<model>`, `cheapest`, `random`, `oracle`,
   `cascade` (per-task-type default fit on the training part), `cascade:<m1>,<m2>,...`, `knn`.
 - `prompted:<model>`: an LLM prompted as orchestrator with the environment's tools; the model is one of the pool's
   models (an expert tool or the pool's orchestrator, matched by model name or tool name). `prompted:local`: a local
@@ -27,7 +27,7 @@ from typing import Any
 from orchestra.backends.base import ChatBackend
 from orchestra.backends.pricing import ModelPrice, PriceTable
 from orchestra.envs.base import Environment
-from orchestra.envs.routerbench import compact_prompt
+from orchestra.envs.routerbench.env import compact_prompt
 from orchestra.errors import ConfigError
 from orchestra.rollout.batch import EpisodeSettings
 from orchestra.rollout.episode import ObservationRenderer, PromptBuilder
@@ -104,8 +104,8 @@ def resolve_orchestrator(spec: str, ctx: SpecContext) -> Orchestrator:
 
 
 def _baseline(spec: str, head: str, arg: str, ctx: SpecContext) -> Orchestrator:
-    from orchestra.envs.routerbench import RouterBench
-    from orchestra.evaluate import baselines as b
+    from orchestra.envs.routerbench.env import RouterBench
+    from orchestra.envs.routerbench import baselines as b
 
     env = ctx.env
     if not isinstance(env, RouterBench):

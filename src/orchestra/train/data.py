@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestra.backends.chat_format import _assistant_text
-from orchestra.envs.routerbench import PROVIDERS, RouterBench, parse_choice
+from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, parse_choice
 from orchestra.preferences import Preferences
 from orchestra.task import Task
 from orchestra.tools.spec import ToolSpec

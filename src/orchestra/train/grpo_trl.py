@@ -32,7 +32,7 @@ from statistics import fmean
 from typing import Any
 
 from orchestra.backends.base import Sampling
-from orchestra.envs.routerbench import compact_prompt
+from orchestra.envs.routerbench.env import compact_prompt
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings
 from orchestra.rollout.guard import plain

@@ -1,7 +1,7 @@
 """SFT warm start: imitate a consult-and-compare policy's trajectories in the policy's own chat format.
 
 The path, top to bottom: load the training part of RouterBench; sample each task's preference; run the demonstration
-policy (`orchestra.train.demonstrations`) through the real episode loop; rebalance so disagreements (when escalation
+policy (`orchestra.envs.routerbench.demonstrations`) through the real episode loop; rebalance so disagreements (when escalation
 is right) are not drowned out; encode each trajectory exactly as `LocalBackend` will see it (`train.data`); train a
 LoRA adapter (or all weights) on the assistant tokens; save the orchestrator directory (`train.export`).
 Checkpoints (adapter, optimizer, scheduler, RNG, data position) are written every `checkpoint.every_steps` and a
@@ -21,15 +21,15 @@ from typing import Any
 import torch
 
 from orchestra.backends.base import ChatBackend
-from orchestra.envs.routerbench import RouterBench, compact_prompt
-from orchestra.envs.routerbench import load as load_routerbench
+from orchestra.envs.routerbench.env import RouterBench, compact_prompt
+from orchestra.envs.routerbench.env import load as load_routerbench
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_task
 from orchestra.rollout.guard import plain
 from orchestra.train.checkpoint import DataPosition, latest_checkpoint, load_checkpoint, save_checkpoint
 from orchestra.train.config import TURN_TOKENS, LoraSettings, ModelSource, RouterBenchData, SFTConfig
 from orchestra.train.data import Encoded, Example, encode_conversation, rebalance, sample_examples
-from orchestra.train.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
+from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
 from orchestra.train.export import OrchestratorMeta, save_orchestrator
 from orchestra.train.metrics import MetricsLogger
 from orchestra.types import Trajectory

@@ -7,8 +7,8 @@ clears the MMSC URL; `break_vpn` connects a VPN whose performance is poor.
 
 from __future__ import annotations
 
-from orchestra.envs.domains import Db
-from orchestra.envs.domains.telecom import device
+from orchestra.envs.tau.domains import Db
+from orchestra.envs.tau.domains.telecom import device
 
 
 def set_user_info(db: Db, name: str, phone_number: str) -> None:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestra.envs.domains import Db, Domain, Tables, ToolError, read_data_file, round_usd
+from orchestra.envs.tau.domains import Db, Domain, Tables, ToolError, read_data_file, round_usd
 
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 

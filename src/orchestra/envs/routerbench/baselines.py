@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestra.backends.base import Sampling
-from orchestra.envs.routerbench import RouterBench, Row, parse_choice
+from orchestra.envs.routerbench.env import RouterBench, Row, parse_choice
 from orchestra.errors import ConfigError
 from orchestra.preferences import Preferences
 from orchestra.rollout.episode import PromptBuilder

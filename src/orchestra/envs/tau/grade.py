@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra.envs.base import Outcome
-from orchestra.envs.domains import Db, Domain, RecordKey, ToolError
+from orchestra.envs.tau.domains import Db, Domain, RecordKey, ToolError
 from orchestra.rollout.parse import strip_think
 from orchestra.tools.spec import Tool
 from orchestra.types import Trajectory

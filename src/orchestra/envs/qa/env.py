@@ -8,7 +8,7 @@ Formats (detected from the first record unless given)
 
 Tasks bring no tools of their own except `answer(text)`, a terminal tool whose text is the final answer; the pool
 supplies search, code and expert models. A final message without a tool call is also a final answer
-(`Trajectory.final_answer` covers both). Grading is `orchestra.envs.graders.grade_answer` with the environment's
+(`Trajectory.final_answer` covers both). Grading is `orchestra.envs.qa.graders.grade_answer` with the environment's
 judge, if any; the judge's cost is reported on `Outcome.grader_cost_usd`, never added to the episode's spend.
 
 Splits: these are evaluation sets, so there is no "train" split (HLE carries a canary string and must never be
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestra.envs.base import Instance, Outcome
-from orchestra.envs.graders import ANSWER_TYPES, DEFAULT_ABS_TOL, DEFAULT_REL_TOL, grade_answer
-from orchestra.envs.judge import LLMJudge
+from orchestra.envs.qa.graders import ANSWER_TYPES, DEFAULT_ABS_TOL, DEFAULT_REL_TOL, grade_answer
+from orchestra.envs.qa.judge import LLMJudge
 from orchestra.errors import ConfigError
 from orchestra.task import Task
 from orchestra.tools.spec import Tool, ToolOutput, tool

@@ -1,7 +1,7 @@
 """Answer graders for question answering: normalized exact match, numeric, multiple choice, lists, containment.
 
 Every grader here is a pure function of (predicted, gold) text; `grade_answer` picks one per answer type and, when
-given an LLM judge (`orchestra.envs.judge`), defers to it where the benchmark does.
+given an LLM judge (`orchestra.envs.qa.judge`), defers to it where the benchmark does.
 
 Choice of grader (`grade_answer`)
 - HLE `multipleChoice`: the choice letter extracted from the prediction equals the gold letter (never the judge: a
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 from orchestra.errors import ConfigError
 
 if TYPE_CHECKING:
-    from orchestra.envs.judge import LLMJudge
+    from orchestra.envs.qa.judge import LLMJudge
 
 AnswerType = Literal["exactMatch", "multipleChoice", "freeform"]
 ANSWER_TYPES: tuple[str, ...] = ("exactMatch", "multipleChoice", "freeform")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from orchestra.envs.domains import Db, Tables, ToolError
+from orchestra.envs.tau.domains import Db, Tables, ToolError
 
 DEFAULT_APN = {"apn_name": "internet", "mms_apn": "mms", "mmsc_url": "http://mms.carrier.com/mms/wapenc"}
 BROKEN_APN_NAME = "broken"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestra.envs.domains import Db, Domain, Tables, ToolError, read_data_file
+from orchestra.envs.tau.domains import Db, Domain, Tables, ToolError, read_data_file
 
 STATUSES = ("pending", "completed")
 

@@ -44,9 +44,9 @@ Tables = dict[str, dict[str, dict[str, Any]]]
 RecordKey = tuple[str, str]
 
 DOMAIN_MODULES: dict[str, str] = {
-    "retail": "orchestra.envs.domains.retail.tools",
-    "telecom": "orchestra.envs.domains.telecom.tools",
-    "mock": "orchestra.envs.domains.mock.tools",
+    "retail": "orchestra.envs.tau.domains.retail.tools",
+    "telecom": "orchestra.envs.tau.domains.telecom.tools",
+    "mock": "orchestra.envs.tau.domains.mock.tools",
 }
 """The one table of known domains (lazy imports: a domain's module loads when first asked for)."""
 

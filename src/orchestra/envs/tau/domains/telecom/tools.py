@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestra.envs.domains import Db, Domain, Tables, ToolError, keyed, read_data_file, round_usd
-from orchestra.envs.domains.telecom import device, setup
+from orchestra.envs.tau.domains import Db, Domain, Tables, ToolError, keyed, read_data_file, round_usd
+from orchestra.envs.tau.domains.telecom import device, setup
 
 TODAY = "2025-02-25"
 """The policy's current date."""

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench import Row, parse_choice
+from orchestra.envs.routerbench.env import Row, parse_choice
 from orchestra.rollout.parse import render_hermes
 from orchestra.types import Message
 

@@ -3,19 +3,19 @@
 A domain folder holds `db.json` or `db.toml` (plus the user's `user_db.*` when the domain has a user side), the
 policy (`policy.md` or `main_policy.md`, plus `tech_support_manual.md` when present), the tasks (`tasks.json` or
 `tasks_small.json`, τ² schema) and optionally `split_tasks.json`. The folder's name picks its tools
-(`orchestra.envs.domains`); the default folder is `shared_data()/tau2/<domain>`.
+(`orchestra.envs.tau.domains`); the default folder is `shared_data()/tau2/<domain>`.
 
 Modes
 - solo (no `user` backend): the task prompt gives the agent the customer's whole scenario (reason for the call,
   what they know and do not know, how they behave) and the agent acts alone. It also gets the user-side tools
   (the customer's phone in telecom, the inbox in mock), as in τ²'s solo mode.
 - simulated user (`user=` a ChatBackend): the agent gets its own tools plus `ask_user(message)`, a `UserSimulator`
-  playing the customer, who operates the user-side tools (see `orchestra.envs.user_sim` for why the user is a tool).
+  playing the customer, who operates the user-side tools (see `orchestra.envs.tau.user_sim` for why the user is a tool).
 
 Each `start(task)` gives a `TauInstance`: tools bound to a fresh copy of the task's initial database (the domain
 data, then `initialization_data`, `initialization_actions` and the tool calls of any `message_history`) and
-`grade(trajectory)` (see `orchestra.envs.tau_grade`). The copy is copy-on-write per record over the domain data
-(`orchestra.envs.domains.Db`), so starting an episode costs no copy of retail's 2.8 MB. The data, its record digests
+`grade(trajectory)` (see `orchestra.envs.tau.grade`). The copy is copy-on-write per record over the domain data
+(`orchestra.envs.tau.domains.Db`), so starting an episode costs no copy of retail's 2.8 MB. The data, its record digests
 are loaded once per folder (shared between environments); golden runs are computed once per environment.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from orchestra.backends.base import ChatBackend, Sampling
 from orchestra.envs.base import Instance, Outcome
-from orchestra.envs.domains import (
+from orchestra.envs.tau.domains import (
     Db,
     Domain,
     Tables,
@@ -41,7 +41,7 @@ from orchestra.envs.domains import (
     load_domain,
     tool_template,
 )
-from orchestra.envs.tau_grade import (
+from orchestra.envs.tau.grade import (
     ActionError,
     GoldenRun,
     TauTaskSpec,
@@ -50,7 +50,7 @@ from orchestra.envs.tau_grade import (
     parse_task,
     replay_golden,
 )
-from orchestra.envs.user_sim import USER_SAMPLING, UserSimulator
+from orchestra.envs.tau.user_sim import USER_SAMPLING, UserSimulator
 from orchestra.errors import ConfigError
 from orchestra.paths import shared_data
 from orchestra.task import Task
