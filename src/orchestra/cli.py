@@ -35,11 +35,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("orchestra.evaluate.commands", "eval_command", "Evaluate an orchestrator or baseline on an environment."),
     "report": ("orchestra.evaluate.commands", "report_command", "Write Markdown and HTML reports for result runs."),
     "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
+    "serve": ("orchestra.commands.serve", "serve", "Serve the orchestrator behind an OpenAI-compatible API."),
 }
 GROUPS: dict[str, tuple[str, str, str]] = {
     "tool": ("orchestra.commands.tool", "app", "Call one tool of a pool directly."),
     "env": ("orchestra.commands.env", "app", "Inspect and check environments."),
     "train": ("orchestra.commands.train", "app", "Train an orchestrator (SFT, GRPO)."),
+    "index": ("orchestra.commands.index", "app", "Build, serve and query local search indexes."),
 }
 
 

@@ -58,11 +58,16 @@ class ToolEntry(Strict):
     tool_kind: Literal["basic", "specialist", "generalist"] = pydantic.Field(
         "generalist", description="The paper's tool kind (experts).")
     latency_s: float = pydantic.Field(0.0, ge=0, description="Typical latency shown to the orchestrator.")
+    options: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="Keyword arguments of a built-in tool's factory (e.g. local_search: "
+        "{index: DIR} or {url: URL}); checked against its signature when the pool is built.")
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> ToolEntry:
         if (self.builtin is None) == (self.expert is None):
             raise ValueError("give exactly one of `builtin` or `expert`")
+        if self.expert is not None and self.options:
+            raise ValueError("`options` apply to built-in tools only")
         if self.expert is not None and not self.name:
             raise ValueError("an expert tool needs a `name`")
         return self

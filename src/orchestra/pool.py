@@ -8,10 +8,13 @@ imported only when a pool asks for them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import pydantic
 
 from orchestra.backends.base import ChatBackend, Sampling, worst_case_cost_usd
 from orchestra.backends.pricing import ModelPrice, PriceTable
@@ -55,9 +58,9 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     cache: dict[tuple[object, ...], ChatBackend] = {}
     orchestrator = make_backend(config.orchestrator, table, cache)
     tools = []
-    for entry in config.tools:
+    for i, entry in enumerate(config.tools):
         if entry.builtin is not None:
-            tools.append(BUILTINS[entry.builtin]())
+            tools.append(_builtin(entry.builtin, entry.options, f"tools.{i}"))
             continue
         assert entry.expert is not None and entry.name is not None
         backend = make_backend(entry.expert, table, cache)
@@ -129,6 +132,21 @@ def _local_backend(endpoint: ModelEndpoint, price: ModelPrice) -> ChatBackend:
     if endpoint.kind == "bundled":
         return LocalBackend.smollm2(price=price)
     return LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price)
+
+
+def _builtin(name: str, options: dict[str, object], field: str) -> Tool:
+    """Build a built-in tool with the pool's `options` as keyword arguments, validated against its factory's
+    signature; a bad option is a `ConfigError` naming `tools.N.options.KEY`."""
+    factory = BUILTINS[name]
+    try:
+        return pydantic.validate_call(factory)(**options)
+    except pydantic.ValidationError as exc:
+        accepted = ", ".join(inspect.signature(factory).parameters) or "none"
+        problems = "; ".join(f"{field}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                             for err in exc.errors())
+        raise ConfigError(f"{problems} (options of {name}: {accepted})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
 
 
 def _price(table: PriceTable, endpoint: ModelEndpoint, field: str) -> ModelPrice:

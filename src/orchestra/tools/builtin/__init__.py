@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestra.tools.builtin.calculator import calculator_tool
+from orchestra.tools.builtin.search import local_search_tool
 from orchestra.tools.spec import Tool
 
-BUILTINS: dict[str, Callable[[], Tool]] = {
+BUILTINS: dict[str, Callable[..., Tool]] = {
     "calculator": calculator_tool,
+    "local_search": local_search_tool,
 }

@@ -1,0 +1,164 @@
+"""A search index served over HTTP, for large corpora shared by many rollouts (`orchestra index serve DIR`).
+
+Routes
+- `POST /search` `{"queries": [...], "k": 5, "mode": null}` (or `"query": "..."` for one) ->
+  `{"results": [[hit, ...], ...]}`, one list per query, in order; a bad body is a 422 naming the field.
+- `GET /health` -> the index's size, format version and whether it has a dense part.
+- `GET /stats` -> requests and queries served, batches run, the largest batch and the most requests in flight at once
+  (tests use these to prove that concurrent requests overlapped and were batched).
+
+Batching: requests queue their queries; one worker takes everything queued (up to `max_batch_queries`), runs it as one
+`search_many` call in a thread, and answers each request. No request waits for a batch to fill: an idle service
+answers at once, and a busy one batches exactly the queries that arrived while the previous batch ran.
+Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import pydantic
+
+from orchestra.search.index import MAX_K, Hit, Mode, SearchIndex
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_QUERIES_PER_REQUEST = 256
+MAX_QUERY_CHARS = 4_000
+
+
+class SearchRequest(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    query: str | None = pydantic.Field(None, max_length=MAX_QUERY_CHARS, description="One query.")
+    queries: list[Annotated[str, pydantic.StringConstraints(max_length=MAX_QUERY_CHARS)]] | None = pydantic.Field(
+        None, max_length=MAX_QUERIES_PER_REQUEST, description="Several queries, answered in order.")
+    k: int = pydantic.Field(5, ge=1, le=MAX_K, description="Hits per query.")
+    mode: Mode | None = pydantic.Field(None, description="bm25, dense or hybrid (default: the index's best).")
+
+    @pydantic.model_validator(mode="after")
+    def _one_form(self) -> SearchRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of `query` or `queries`")
+        return self
+
+    def all_queries(self) -> list[str]:
+        return [self.query] if self.query is not None else list(self.queries or [])
+
+
+@dataclass
+class ServiceStats:
+    requests: int = 0
+    queries: int = 0
+    batches: int = 0
+    max_batch_queries: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+@dataclass
+class _Pending:
+    queries: list[str]
+    k: int
+    mode: Mode | None
+    done: asyncio.Future[list[list[Hit]]] = field(repr=False)
+
+
+class Batcher:
+    """Coalesces the queries of concurrent requests into `search_many` calls (see the module docstring)."""
+
+    def __init__(self, index: SearchIndex, stats: ServiceStats, max_batch_queries: int = 256):
+        self.index = index
+        self.stats = stats
+        self.max_batch_queries = max_batch_queries
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+
+    async def search(self, queries: list[str], k: int, mode: Mode | None) -> list[list[Hit]]:
+        pending = _Pending(queries, k, mode, asyncio.get_running_loop().create_future())
+        await self._queue.put(pending)
+        return await pending.done
+
+    async def run(self) -> None:
+        """The worker loop: take what is queued, search it in one call per mode, answer; until cancelled."""
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].queries)
+            while not self._queue.empty() and size < self.max_batch_queries:
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].queries)
+            self.stats.batches += 1
+            self.stats.max_batch_queries = max(self.stats.max_batch_queries, size)
+            for mode in {p.mode for p in batch}:
+                group = [p for p in batch if p.mode == mode]
+                await self._answer(group, mode)
+
+    async def _answer(self, group: list[_Pending], mode: Mode | None) -> None:
+        queries = [q for p in group for q in p.queries]
+        k = max(p.k for p in group)
+        try:
+            results = await asyncio.to_thread(self.index.search_many, queries, k, mode)
+        except Exception as exc:  # noqa: BLE001 - the requests of this batch get the error; the worker goes on
+            for p in group:
+                if not p.done.done():
+                    p.done.set_exception(exc)
+            return
+        start = 0
+        for p in group:
+            if not p.done.done():
+                p.done.set_result([hits[:p.k] for hits in results[start:start + len(p.queries)]])
+            start += len(p.queries)
+
+
+def create_app(index: SearchIndex, *, max_batch_queries: int = 256) -> Any:
+    """The FastAPI app serving `index`."""
+    from fastapi import FastAPI, HTTPException
+
+    stats = ServiceStats()
+    batcher = Batcher(index, stats, max_batch_queries)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:
+            worker.cancel()
+
+    app = FastAPI(title="orchestra search", lifespan=lifespan)
+
+    @app.post("/search")
+    async def search(request: SearchRequest) -> dict[str, Any]:
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            queries = request.all_queries()
+            stats.queries += len(queries)
+            results = await batcher.search(queries, request.k, request.mode)
+        except ValueError as exc:  # a mode the index cannot serve
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        finally:
+            stats.in_flight -= 1
+        return {"results": [[hit.to_json() for hit in hits] for hits in results]}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "n_docs": len(index.docs), "format_version": index.manifest["format_version"],
+                "dense": index.has_dense}
+
+    @app.get("/stats")
+    async def get_stats() -> dict[str, int]:
+        return {k: v for k, v in vars(stats).items() if k != "in_flight"}
+
+    return app
+
+
+def serve(index_dir: str, *, host: str = DEFAULT_HOST, port: int = 8765) -> None:
+    """Load the index at `index_dir` and serve it until interrupted (blocking)."""
+    import uvicorn
+
+    index = SearchIndex.load(index_dir)
+    uvicorn.run(create_app(index), host=host, port=port, log_level="warning", access_log=False)
