@@ -383,10 +383,13 @@ async def test_stream_cut_before_any_event_is_retried_as_a_connection_failure(se
     assert completion.text == "second try" and len(server.requests) == 2
 
 
-async def test_f8_cut_plain_body_is_retried_not_returned(server, make):
+async def test_f8_cut_plain_body_is_billed_at_its_worst_case_and_not_resent(server, make):
+    """A 2xx body comes after the generation: losing it mid-body loses the answer, not the bill (F14's plain case)."""
     server.handler = sequence(Fault("truncate"), then=Reply(content="whole"))
-    completion = await make(server.base_url).complete(ASK, [], Sampling())
-    assert completion.text == "whole" and len(server.requests) == 2
+    with pytest.raises(BackendError, match="body cut after a success status") as info:
+        await make(server.base_url).complete(ASK, [], Sampling(max_tokens=300))
+    assert info.value.billed_usage == Usage(estimate_prompt_tokens(ASK, []), 300)
+    assert len(server.requests) == 1  # the paid generation was not sent again under the same reservation
 
 
 # ---- F9: a 10 MB response ---------------------------------------------------------------------------------------

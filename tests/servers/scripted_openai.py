@@ -12,6 +12,9 @@ a function of the `SeenRequest` returning a `Reply` (content, tool calls, usage)
 - `Fault("stall", keep_chunks=2)`: a stream that sends `keep_chunks` events, then nothing (until the server stops);
 - `Fault("huge", size_bytes=10_000_000)`: a response whose content is `size_bytes` long (JSON or SSE), with its
   usage reported at the end as real servers do.
+`overshooting(handler)` makes any script ignore `max_tokens` (F13): each reply runs to `factor` times the limit, one
+stream event per token, and reports that usage, with the prompt counted as a one-token-per-byte tokenizer would.
+`max_in_flight` records how many completions were being answered at once (tests assert their load overlapped).
 "Endpoint down" needs no server: `unused_port()` gives a port nothing listens on (connection refused).
 
 Implementation: a small HTTP/1.1 server on asyncio streams (keep-alive, Content-Length requests, chunked SSE), run
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import random
@@ -134,6 +138,31 @@ def tool_then_answer(name: str, arguments: dict[str, Any], answer: str = "done",
     return handler
 
 
+def byte_tokens(request: SeenRequest) -> int:
+    """Prompt tokens as the densest real tokenizer (one token per UTF-8 byte) counts the request's messages and tools."""
+    body = request.body or {}
+    parts = [m.get("content") or "" for m in request.messages]
+    parts += [json.dumps(c, ensure_ascii=False) for m in request.messages for c in m.get("tool_calls") or []]
+    parts += [json.dumps(t, ensure_ascii=False) for t in body.get("tools") or []]
+    return sum(len(p.encode()) for p in parts) + 5 * len(request.messages)
+
+
+def overshooting(handler: Handler, factor: int = 3, filler: str = "字") -> Handler:
+    """`handler`'s replies stretched to `factor` x the request's `max_tokens`, ignoring the limit as a broken server
+    would: the text grows with `filler` (one token each), streams send one event per token, usage says so."""
+
+    def stretched(request: SeenRequest) -> Reply | Fault:
+        answer = handler(request)
+        if isinstance(answer, Fault):
+            return answer
+        tokens = factor * int((request.body or {}).get("max_tokens") or 16)
+        text = (answer.content or "") + filler * max(0, tokens - len(answer.content or ""))
+        return dataclasses.replace(answer, content=text, usage=(byte_tokens(request), tokens),
+                                   stream_pieces=len(text), finish_reason="stop")
+
+    return stretched
+
+
 def unused_port() -> int:
     """A port on 127.0.0.1 with nothing listening (connection refused)."""
     with socket.socket() as s:
@@ -162,6 +191,9 @@ class ScriptedOpenAIServer:
         self._slot_gate: asyncio.Semaphore | None = None
         self._state = _State()
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self.max_in_flight = 0
+        """The most completions being answered at the same moment since start."""
         self._ids = itertools.count(1)
         self._huge_cache: dict[tuple[int, int, int], bytes] = {}
         self._thread: threading.Thread | None = None
@@ -269,6 +301,14 @@ class ScriptedOpenAIServer:
         if not request.path.endswith("/chat/completions") or method != "POST" or body is None:
             await _send_json(writer, 404 if body is not None else 400, _error("not found or bad body", 404))
             return keep
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return await self._answer(request, writer) and keep
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, request: SeenRequest, writer: asyncio.StreamWriter) -> bool:
         if self.latency_s > 0 or self.slots is not None:
             await self._generate()
         try:
@@ -276,12 +316,12 @@ class ScriptedOpenAIServer:
         except Exception as exc:  # noqa: BLE001 - a broken test script must show up as a 500, not a hang
             answer = Fault("status", status=500, body=json.dumps(_error(f"handler failed: {exc!r}", 500)))
         if isinstance(answer, Fault):
-            return await self._fault(answer, request, writer) and keep
+            return await self._fault(answer, request, writer)
         if request.stream:
             await self._send_stream(writer, answer, request)
         else:
             await _send_json(writer, 200, self._completion(answer, request))
-        return keep
+        return True
 
     async def _generate(self) -> None:
         """Hold one of `slots` for `latency_s`, as a model server holds a batch slot while it generates."""

@@ -11,10 +11,12 @@ however broken, comes back as a `Completion` (broken tool calls carry `ToolCall.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from orchestra.errors import BackendError
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message
 
@@ -49,20 +51,57 @@ class ChatBackend(Protocol):
         ...
 
 
-def estimate_prompt_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
-    """An upper-leaning token estimate for remote prompts: one token per 3 characters plus per-message overhead.
+# Template overhead the prompt bound allows on top of the request's own bytes: role markers, separators and
+# special tokens around each message (ChatML and Llama 3 use ~5 tokens), and a fixed preamble (a default system
+# prompt, a tools section's instructions: ~100-300 tokens in the templates we know). Generous on purpose.
+TEMPLATE_TOKENS_PER_MESSAGE = 32
+TEMPLATE_TOKENS_FIXED = 512
 
-    Used only for budget reservations, where over-estimating is safe and under-estimating is not; real tokenizers
-    average about 4 characters per token on English and JSON.
+
+def prompt_token_bound(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+    """An upper bound on the prompt tokens any provider counts for this request (RELIABILITY F13).
+
+    Assumption: every token covers at least one UTF-8 byte of the rendered prompt (true of byte-level BPE, of
+    SentencePiece with byte fallback, and of character vocabularies), so a prompt has at most as many tokens as bytes.
+    Every field counts as its most expansive rendering: as a JSON string, ASCII-escaped with HTML-safe escapes of
+    `<>&'` (templates may pass any field, tool results included, through `tojson`; the escaped form is never shorter
+    than the UTF-8 bytes), structures indented by 4; plus
+    `TEMPLATE_TOKENS_PER_MESSAGE` per message and `TEMPLATE_TOKENS_FIXED`. Used for budget reservations, where an
+    over-estimate only holds money back and an under-estimate could pass the cap.
     """
-    chars = sum(len(m.content) + sum(len(str(c.arguments)) + len(c.name) for c in m.tool_calls) for m in messages)
-    chars += sum(len(t.rendered_description()) + len(str(t.parameters)) + len(t.name) for t in tools)
-    return chars // 3 + 8 * len(messages) + 16
+    total = TEMPLATE_TOKENS_FIXED + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+    for m in messages:
+        total += _json_bound(m.content) + _json_bound(m.role) + _json_bound(m.name or "")
+        total += _json_bound(m.tool_call_id or "")
+        for call in m.tool_calls:
+            total += TEMPLATE_TOKENS_PER_MESSAGE + _json_bound(call.id) + _json_bound(call.name)
+            total += _json_bound(call.arguments)
+    if tools:
+        total += _json_bound([t.to_openai() for t in tools])
+    return total
+
+
+estimate_prompt_tokens = prompt_token_bound  # the name older callers import
 
 
 def worst_case_cost_usd(price: object, messages: Sequence[Message], tools: Sequence[ToolSpec],
                         sampling: Sampling) -> float:
-    """`price` (a `ModelPrice`) of the estimated prompt plus `sampling.max_tokens` of output."""
+    """`price` (a `ModelPrice`) of the prompt bound plus `sampling.max_tokens` of output: what a budget reserves."""
     from orchestra.types import Usage
 
-    return price.cost_usd(Usage(estimate_prompt_tokens(messages, tools), sampling.max_tokens))  # type: ignore[attr-defined]
+    usage = Usage(prompt_token_bound(messages, tools), sampling.max_tokens)
+    return price.cost_usd(usage)  # type: ignore[attr-defined]
+
+
+def billed_cost_usd(backend: object, exc: BackendError) -> float:
+    """What a failed call was still billed (the tokens of a cut stream or a lost body), priced by `backend.price`."""
+    price = getattr(backend, "price", None)
+    if exc.billed_usage is None or price is None:
+        return 0.0
+    return float(price.cost_usd(exc.billed_usage))
+
+
+def _json_bound(value: object) -> int:
+    """Bytes of the most expansive JSON rendering a template might use for `value`."""
+    text = json.dumps(value, ensure_ascii=True, indent=4, default=str)
+    return len(text) + 5 * sum(text.count(c) for c in "<>&'")  # `<` -> `\u003c` in HTML-safe dumps

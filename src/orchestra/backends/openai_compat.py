@@ -21,21 +21,30 @@ Invariants
   black-holed endpoint costs at most `timeout_s x max_attempts` plus backoff. Every attempt takes a token from the
   instance's rate limiter and asks its circuit breaker first (`CircuitOpenError` fails fast while it is open).
 - After the last attempt: `BackendError(status, retryable)`; `billed_usage` is None (nothing billed, $0) unless the
-  provider produced tokens. A stream cut (or stalled past the deadline) after its first event and before its final
-  chunk is a `BackendError` with `billed_usage` from the usage it reported or else estimated from the text received;
-  it is not retried, because the budget reserved one generation for this call and the cut one was already paid. A
-  stream cut before any event is an ordinary connection failure and is retried.
-- Text is capped at `max_response_chars` (finish reason `length`); a capped stream is closed at once, which also
-  stops a real server generating (and billing) the rest.
-- Cost = `price.cost_usd(usage)`. A server that reports no usage is billed an estimate (prompt characters / 3,
-  output characters / 3 capped at `max_tokens`) so money is never hidden by a quiet server.
+  provider produced tokens. A billed failure is never sent again, because the budget reserved one generation for
+  this call and the failed one was already paid (the caller may try again under a new reservation):
+  - a stream cut (or stalled past the deadline) after its first event and before its final chunk: billed the usage it
+    reported or else an upper-leaning estimate from the text received;
+  - a plain body cut (or stalled) after a 2xx status: the server only answers once it has generated, so the whole
+    generation was billed; its usage was in the part lost, so it is billed at the worst case (prompt bound,
+    `max_tokens` of output).
+  A stream cut before any event, or a connection lost before any status, is an ordinary transient failure: retried.
+- Output is held to the request's `max_tokens` where the client can see it: a stream that delivers more text pieces
+  than `max_tokens` (every piece holds at least one token) is closed at once, which also stops a real server
+  generating, and ends as a server honouring the limit would (finish reason `length`, `max_tokens` of output
+  billed). A non-streamed body is generated before it is read: its reported usage is billed as reported, and a
+  budget books anything beyond the call's reservation as disputed (`rollout.budget`).
+- Text is capped at `max_response_chars` (finish reason `length`); a capped stream is closed at once, like above.
+- Cost = `price.cost_usd(usage)`. A server that reports no usage is billed an upper-leaning estimate (the prompt
+  bound, and the output's UTF-8 bytes capped at `max_tokens`) so money is never hidden by a quiet server.
+- `base_url` must be an absolute http(s) URL: anything else is a `ConfigError` at construction, never a retried
+  transport error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import re
@@ -49,7 +58,7 @@ try:
 except ImportError:  # an older `openai` that still depends on plain httpx
     import httpx  # type: ignore[no-redef]
 
-from orchestra.backends.base import Sampling, estimate_prompt_tokens, worst_case_cost_usd
+from orchestra.backends.base import Sampling, prompt_token_bound, worst_case_cost_usd
 from orchestra.backends.openai_wire import (
     LineTooLong,
     Reply,
@@ -71,7 +80,7 @@ from orchestra.backends.retry import (
 )
 from orchestra.errors import BackendError, CircuitOpenError, ConfigError, ContextLengthError
 from orchestra.redact import redact
-from orchestra.rollout.parse import parse_openai_tool_calls, parse_tool_calls
+from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
 
@@ -131,6 +140,7 @@ class OpenAICompatBackend:
             raise ConfigError("api_key_env: must be the NAME of an environment variable holding the key, not the key")
         if timeout_s <= 0 or max_response_chars < 1:
             raise ConfigError("timeout_s must be > 0 and max_response_chars >= 1")
+        _check_base_url(base_url)
         self._model = model
         self.api_model = api_model or model
         self.base_url = base_url.rstrip("/")
@@ -176,7 +186,8 @@ class OpenAICompatBackend:
         body = request_body(self.api_model, messages, tools, sampling, stream=self.stream,
                             extra_body=self.extra_body)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        reply = await self._with_retries(body, headers, key, lambda text: _estimate(messages, tools, text, sampling))
+        reply = await self._with_retries(body, headers, key, lambda text: _estimate(messages, tools, text, sampling),
+                                         sampling.max_tokens)
         return self._completion(reply, key, messages, tools, sampling, time.perf_counter() - started)
 
     async def aclose(self) -> None:
@@ -190,7 +201,8 @@ class OpenAICompatBackend:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _with_retries(self, body: dict[str, Any], headers: dict[str, str], key: str | None, estimate) -> Reply:
+    async def _with_retries(self, body: dict[str, Any], headers: dict[str, str], key: str | None, estimate,
+                            max_tokens: int) -> Reply:
         """Attempts until success, a non-retryable failure, a billed failure or the last attempt."""
         failure: _Failure | None = None
         for attempt in range(self.retry.max_attempts):
@@ -199,7 +211,7 @@ class OpenAICompatBackend:
             client = self._client()  # built before the token is taken: creating one costs ~20 ms (TLS context)
             if self.limiter is not None:
                 await self.limiter.acquire()
-            progress = StreamAccumulator(self.max_response_chars)  # what a stream delivered before a deadline
+            progress = StreamAccumulator(self.max_response_chars, max_pieces=max_tokens)  # what arrived in time
             try:
                 async with asyncio.timeout(self.timeout_s):
                     reply = await self._attempt(client, body, headers, progress, estimate)
@@ -207,7 +219,12 @@ class OpenAICompatBackend:
                 failure = exc
             except TimeoutError:
                 why = f"no complete answer within timeout_s={self.timeout_s:g}"
-                failure = self._cut_stream(progress, why, estimate) if progress.events else _Failure(why)
+                if progress.events:
+                    failure = self._cut_stream(progress, why, estimate)
+                elif progress.answered:
+                    failure = _cut_body(why, estimate, max_tokens)
+                else:
+                    failure = _Failure(why)
             except asyncio.CancelledError:
                 self.breaker.release_probe()
                 raise
@@ -242,11 +259,14 @@ class OpenAICompatBackend:
                     raise await _status_failure(response)
                 if self.stream:
                     return await self._read_stream(response, progress, estimate)
+                progress.answered = True  # a plain 2xx comes after the generation: from here on it is billed
                 raw = await read_bounded(response.aiter_bytes(), head_bytes=6 * self.max_response_chars + 65536)
-        except httpx.TimeoutException as exc:
-            raise _Failure(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise _Failure(f"{type(exc).__name__}: {exc}") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            why = f"timeout ({type(exc).__name__})" if isinstance(exc, httpx.TimeoutException) \
+                else f"{type(exc).__name__}: {exc}"
+            if progress.answered:
+                raise _cut_body(why, estimate, progress.max_pieces) from None
+            raise _Failure(why) from None
         try:
             return parse_body(raw, max_chars=self.max_response_chars)
         except WireError as exc:
@@ -256,7 +276,7 @@ class OpenAICompatBackend:
         try:
             async for data in sse_data(response.aiter_bytes(), max_line_bytes=6 * self.max_response_chars + 65536):
                 acc.feed(data)
-                if acc.overflow or acc.done:
+                if acc.overflow or acc.over_pieces or acc.done:
                     break  # leaving the `stream` block closes the connection: a real server stops generating
         except LineTooLong:
             acc.overflow = True
@@ -264,6 +284,10 @@ class OpenAICompatBackend:
             if not acc.events:  # cut before anything was generated: nothing billed, safe to send again
                 raise _Failure(f"{type(exc).__name__}: {exc}") from None
             raise self._cut_stream(acc, f"{type(exc).__name__}: {exc}", estimate) from None
+        if acc.over_pieces and not acc.complete:  # closed at max_tokens: end as an honest server would have
+            return Reply(text=acc.text, raw_tool_calls=acc.raw_tool_calls(),
+                         usage=Usage(estimate("").input_tokens, acc.max_pieces or 0), finish_reason="length",
+                         model=acc.model)
         if not acc.complete and not acc.overflow:
             raise self._cut_stream(acc, "stream ended before its final chunk", estimate)
         return Reply(
@@ -356,8 +380,21 @@ async def _status_failure(response: httpx.Response) -> _Failure:
 
 
 def _estimate(messages: Sequence[Message], tools: Sequence[ToolSpec], text: str, sampling: Sampling) -> Usage:
-    """Upper-leaning usage when the server reported none: prompt estimate, output chars / 3 up to max_tokens."""
-    return Usage(estimate_prompt_tokens(messages, tools), min(sampling.max_tokens, math.ceil(len(text) / 3)))
+    """Upper-leaning usage when the server reported none: the prompt bound, output UTF-8 bytes up to max_tokens."""
+    return Usage(prompt_token_bound(messages, tools), min(sampling.max_tokens, len(text.encode("utf-8", "replace"))))
+
+
+def _cut_body(why: str, estimate, max_tokens: int | None) -> _Failure:
+    """A plain body lost after its 2xx status: the generation happened; bill its worst case, do not send again."""
+    usage = Usage(estimate("").input_tokens, max_tokens or 0)
+    return _Failure(f"response body cut after a success status: {why}", billed_usage=usage, final=True)
+
+
+def _check_base_url(base_url: str) -> None:
+    parsed = httpx.URL(base_url) if "://" in base_url else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"base_url {redact(base_url)!r} is not an absolute http(s) URL: write it as "
+                          "http://HOST:PORT/v1 or https://HOST/v1")
 
 
 def _secrets(key: str | None) -> tuple[str, ...]:

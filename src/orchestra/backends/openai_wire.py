@@ -239,9 +239,18 @@ async def sse_data(chunks: AsyncIterator[bytes], *, max_line_bytes: int) -> Asyn
 
 @dataclass
 class StreamAccumulator:
-    """Folds chat-completion chunks into one reply; stops keeping text past `max_chars` (`overflow`)."""
+    """Folds chat-completion chunks into one reply; stops keeping text past `max_chars` (`overflow`).
+
+    `max_pieces` (the request's `max_tokens`): a delta carrying text or tool-call arguments holds at least one token,
+    so more such deltas than `max_pieces` prove the server passed the limit (`over_pieces`); that piece is not kept.
+    """
 
     max_chars: int
+    max_pieces: int | None = None
+    pieces: int = 0
+    over_pieces: bool = False
+    answered: bool = False
+    """A plain (non-stream) response's 2xx status arrived: its generation is done, and billed."""
     parts: list[str] = field(default_factory=list)
     chars: int = 0
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -283,6 +292,8 @@ class StreamAccumulator:
 
     def _feed_choice(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
+        if self._over_limit(delta):
+            return
         if isinstance(delta.get("content"), str):
             self.parts.append(self._keep(delta["content"]))
         for entry in delta.get("tool_calls") or []:
@@ -296,6 +307,16 @@ class StreamAccumulator:
                 slot["function"]["arguments"] += self._keep(fn["arguments"])
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
+
+    def _over_limit(self, delta: dict[str, Any]) -> bool:
+        carries = bool(delta.get("content")) or any(
+            isinstance(e, dict) and (e.get("function") or {}).get("arguments") for e in delta.get("tool_calls") or []
+        )
+        if carries:
+            self.pieces += 1
+            if self.max_pieces is not None and self.pieces > self.max_pieces:
+                self.over_pieces = True
+        return self.over_pieces
 
     def _keep(self, piece: str) -> str:
         room = self.max_chars - self.chars

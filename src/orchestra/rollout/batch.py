@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.backends.base import ChatBackend, Sampling
-from orchestra.envs.base import Environment, Outcome
 from orchestra.preferences import Limits, Preferences
 from orchestra.rollout.budget import Budget
 from orchestra.rollout.episode import ObservationRenderer, PromptBuilder, run_episode
 from orchestra.rollout.guard import wrap_untrusted
 from orchestra.rollout.prompt import default_prompt
-from orchestra.task import Task
+from orchestra.task import Environment, InstancePolicy, Task
 from orchestra.tools.spec import Tool
 from orchestra.tools.toolbox import Toolbox
-from orchestra.types import Trajectory
+from orchestra.types import Outcome, Trajectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,29 +43,35 @@ class EpisodeSettings:
     sampling: Sampling = Sampling()
     build_prompt: PromptBuilder = default_prompt
     render_observation: ObservationRenderer = wrap_untrusted
+    budget: Budget | None = None
+    """One run-wide cap shared by every episode run with these settings (orchestrator and tool calls alike);
+    `limits.budget_usd` still caps each episode inside it. None: no run-wide cap."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_task(
     env: Environment,
     task: Task,
-    orchestrator: ChatBackend,
+    orchestrator: ChatBackend | InstancePolicy,
     settings: EpisodeSettings = EpisodeSettings(),
     *,
     budget: Budget | None = None,
     preferences: Preferences | None = None,
 ) -> EpisodeResult:
-    """One task: a fresh instance, the episode, the grade. `preferences` overrides the settings' for this task."""
+    """One task: a fresh instance, the episode, the grade. `preferences` overrides the settings' for this task;
+    `budget` (default: the settings') is the run-wide budget this episode draws on.
+    An `InstancePolicy` orchestrator is bound to the instance first (rule baselines read its state)."""
     instance = env.start(task)
+    backend = orchestrator.for_instance(instance) if isinstance(orchestrator, InstancePolicy) else orchestrator
     prefs = preferences if preferences is not None else settings.preferences
     toolbox = Toolbox.of([*settings.pool_tools, *instance.tools])
     trajectory = await run_episode(
         task,
-        orchestrator,
+        backend,
         toolbox,
         preferences=prefs,
         limits=settings.limits,
-        budget=budget,
+        budget=budget if budget is not None else settings.budget,
         sampling=settings.sampling,
         build_prompt=settings.build_prompt,
         render_observation=settings.render_observation,
@@ -78,7 +83,7 @@ async def run_task(
 async def run_many(
     env: Environment,
     tasks: Sequence[Task],
-    orchestrator: ChatBackend,
+    orchestrator: ChatBackend | InstancePolicy,
     settings: EpisodeSettings = EpisodeSettings(),
     *,
     concurrency: int = 16,

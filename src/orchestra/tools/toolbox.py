@@ -4,7 +4,8 @@ Every way a call can go wrong becomes an `Observation` the orchestrator can read
 - the call could not be parsed (`ToolCall.error`) or names an unknown tool -> `format_error`, nothing runs;
 - its arguments fail the schema -> `format_error` naming the field, nothing runs;
 - the tool is banned for this run or outside the task's allow-list -> `denied`, nothing runs;
-- the tool raises or exceeds its timeout -> `tool_error` with the exception's message.
+- the tool raises or exceeds its timeout -> `tool_error` with the exception's message; a timed-out call is charged
+  its worst case (`Tool.max_cost_usd`), since what an abandoned paid call was billed is unknown.
 Output is capped at `max_observation_chars` before it can enter the context (a 10 MB response costs no memory
 downstream). Budget reservation is the episode's job (`orchestra.rollout.budget`); the toolbox only prices calls.
 """
@@ -98,9 +99,11 @@ class Toolbox:
         try:
             result = await asyncio.wait_for(t.invoke(arguments, ToolContext(task_id, call.id)), t.timeout_s)
         except TimeoutError:
+            # What an abandoned paid call was billed is unknown: charge its worst case, never $0 (F14).
             elapsed = time.perf_counter() - started
+            cost = max(t.spec.cost.call_usd(seconds=elapsed), t.max_cost_usd(arguments))
             return Observation(call.id, t.name, f"error: {t.name} timed out after {t.timeout_s:g} s",
-                               status="tool_error", cost_usd=t.spec.cost.call_usd(seconds=elapsed), latency_s=elapsed)
+                               status="tool_error", cost_usd=cost, latency_s=elapsed)
         except Exception as exc:  # noqa: BLE001 - any tool failure is the model's information, not our crash
             elapsed = time.perf_counter() - started
             return Observation(call.id, t.name, f"error: {type(exc).__name__}: {exc}", status="tool_error",

@@ -1,16 +1,19 @@
 """An expert model as a tool: the orchestrator sends it a question and reads its answer.
 
 Cost is the expert's own (its backend prices usage from the price table); the worst case reserved before the call is
-the backend's estimate for the question and the expert's `max_tokens`. A failing expert endpoint becomes a
-`tool_error` observation after the backend's retries, so the orchestrator can choose another tool.
+the backend's bound for the question and the expert's `max_tokens`. A failing expert endpoint becomes a
+`tool_error` observation after the backend's retries, so the orchestrator can choose another tool; a failure the
+provider still billed (a stream cut mid-generation, a body lost after its success status) carries that bill on the
+observation, exactly as the orchestrator's own billed failures are charged (RELIABILITY F14).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from orchestra.backends.base import ChatBackend, Sampling
-from orchestra.rollout.parse import strip_think
+from orchestra.backends.base import ChatBackend, Sampling, billed_cost_usd
+from orchestra.errors import BackendError
+from orchestra.toolcalls import strip_think
 from orchestra.tools.spec import CostCard, Tool, ToolKind, ToolOutput, tool
 from orchestra.types import Message
 
@@ -34,7 +37,11 @@ def expert_tool(
         Args:
             question: the complete, self-contained question (the expert sees nothing else)
         """
-        completion = await backend.complete([Message("user", question)], [], sampling)
+        try:
+            completion = await backend.complete([Message("user", question)], [], sampling)
+        except BackendError as exc:
+            return ToolOutput(f"error: {type(exc).__name__}: {exc}", cost_usd=billed_cost_usd(backend, exc),
+                              usage=exc.billed_usage, is_error=True, target=backend.model)
         return ToolOutput(strip_think(completion.text), cost_usd=completion.cost_usd, usage=completion.usage,
                           target=backend.model)
 
