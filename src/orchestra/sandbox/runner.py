@@ -1,0 +1,197 @@
+"""Run model-written Python in a sandbox and always come back with a structured result.
+
+`run_python(code, limits)` picks the path (bubblewrap when it works here, else the fallback), gives the run its
+own workdir (or the caller's persistent workspace) and, under root, its own uid, starts the launcher in a new
+session, feeds it the code on stdin, and supervises it:
+- a wall-clock timer: at `wall_s` the process group gets SIGTERM, and SIGKILL `grace_s` (<= 2 s) later;
+- once the main process is gone, whatever is left of the run is killed: its process group, and under root every
+  process of the run's uid (so nothing survives, even a child that escaped the group);
+- stdout and stderr are read concurrently and capped at `output_bytes` each (the rest is drained and dropped, so
+  the code never blocks on a full pipe), then escaped for display.
+Invariants: the call returns within wall_s + grace_s + ~1 s; it raises only `ConfigError` for a caller mistake or
+a host that cannot sandbox at all; every other outcome (crash, limit, refusal) is a `SandboxResult` status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from orchestra.errors import ConfigError
+from orchestra.sandbox import host
+from orchestra.sandbox.bwrap import bwrap_command
+from orchestra.sandbox.command import Command
+from orchestra.sandbox.fallback import fallback_command
+from orchestra.sandbox.launcher import MEMORY_EXIT, SETUP_EXIT
+from orchestra.sandbox.limits import Backend, SandboxLimits, SandboxResult, Status
+
+_READ_CHUNK = 65536
+
+
+def run_python(code: str, limits: SandboxLimits = SandboxLimits(), *, workspace: str | Path | None = None,
+               backend: Backend = "auto") -> SandboxResult:
+    """Run `code` under `limits`. `workspace`: a directory kept between runs (an episode's files), else a fresh
+    one deleted afterwards. `backend`: "bwrap" or "fallback" to force a path ("auto" prefers bwrap)."""
+    path = choose_backend(backend)
+    interp = host.interpreter()
+    uid = host.allocate_uid() if host.drops_user() else None
+    try:
+        with _workdir(workspace, uid) as workdir:
+            if path == "bwrap":
+                command = bwrap_command(interp, workdir, limits, seccomp=host.seccomp_available())
+            else:
+                processes = limits.processes if uid is not None else host.user_process_count() + limits.processes
+                command = fallback_command(interp, workdir, limits, processes=processes)
+            if uid is not None:
+                command = Command(command.argv, command.env, command.cwd, ("own-user", *command.layers))
+            return _supervise(command, code, limits, uid, path)
+    finally:
+        if uid is not None:
+            host.kill_user(uid)
+            host.release_uid(uid)
+
+
+def choose_backend(backend: Backend) -> str:
+    """The path a run takes; a forced path that cannot work here is a `ConfigError` naming what is missing."""
+    if backend not in ("auto", "bwrap", "fallback"):
+        raise ConfigError(f"sandbox backend must be auto, bwrap or fallback, got {backend!r}")
+    if backend != "fallback" and host.bwrap_works():
+        return "bwrap"
+    if backend == "bwrap":
+        raise ConfigError("sandbox backend 'bwrap': bubblewrap is not installed or cannot create namespaces "
+                          "here (apt-get install bubblewrap)")
+    if not host.seccomp_available():
+        raise ConfigError("the fallback sandbox needs seccomp: pip install pyseccomp (and the system libseccomp, "
+                          "apt-get install libseccomp2), or install bubblewrap")
+    return "fallback"
+
+
+def _supervise(command: Command, code: str, limits: SandboxLimits, uid: int | None, path: str) -> SandboxResult:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=command.env,
+        cwd=command.cwd, start_new_session=True, close_fds=True, **host.user_kwargs(uid))  # type: ignore[call-overload]
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = _CappedReader(proc.stdout, limits.output_bytes), _CappedReader(proc.stderr, limits.output_bytes)
+    threading.Thread(target=_feed, args=(proc.stdin, code), daemon=True).start()
+    waiter = threading.Thread(target=proc.wait, daemon=True)
+    waiter.start()
+    waiter.join(limits.wall_s)
+    timed_out = waiter.is_alive()
+    if timed_out:
+        _signal_group(proc.pid, signal.SIGTERM)
+        waiter.join(limits.grace_s)
+    _signal_group(proc.pid, signal.SIGKILL)  # stragglers of a finished run, or the main process after the grace
+    if uid is not None:
+        host.kill_user(uid)
+    waiter.join()
+    out.join(1.0)
+    err.join(1.0)
+    status, message = _classify(proc.returncode, timed_out, limits, path)
+    stderr = err.text()
+    if proc.returncode == SETUP_EXIT and not timed_out:
+        message = stderr.strip().splitlines()[-1] if stderr.strip() else "sandbox setup failed"
+    return SandboxResult(
+        status=status, exit_code=None if proc.returncode < 0 else proc.returncode, stdout=out.text(),
+        stderr=stderr, stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+        duration_s=time.monotonic() - started, backend=path,  # type: ignore[arg-type]
+        layers=command.layers, message=message)
+
+
+def _classify(returncode: int, timed_out: bool, limits: SandboxLimits, path: str) -> tuple[Status, str]:
+    if timed_out:
+        return "timeout", f"timed out after {limits.wall_s:g} s (wall-clock limit)"
+    # bwrap reports a child killed by signal N as exit status 128 + N
+    signum = -returncode if returncode < 0 else returncode - 128 if path == "bwrap" and returncode > 128 else 0
+    if signum == signal.SIGXCPU:
+        return "timeout", f"passed the CPU limit of {limits.cpu_s} s"
+    if signum:
+        return "killed", f"killed by {signal.Signals(signum).name}"
+    if returncode == MEMORY_EXIT:
+        return "memory", f"passed the memory limit of {limits.memory_mib} MiB"
+    if returncode == SETUP_EXIT:
+        return "error", "sandbox setup failed"
+    if returncode:
+        return "error", f"exited with status {returncode}"
+    return "ok", ""
+
+
+class _CappedReader:
+    """Reads a pipe to EOF on its own thread, keeping the first `cap` bytes."""
+
+    def __init__(self, stream: IO[bytes], cap: int):
+        self._stream, self._cap = stream, cap
+        self._kept = bytearray()
+        self.total = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self._cap
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := self._stream.read1(_READ_CHUNK):  # type: ignore[attr-defined]
+                self.total += len(chunk)
+                if len(self._kept) < self._cap:
+                    self._kept += chunk[: self._cap - len(self._kept)]
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+        with contextlib.suppress(OSError):
+            self._stream.close()
+
+    def text(self) -> str:
+        return escape_output(bytes(self._kept))
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\n\t"}
+
+
+def escape_output(data: bytes) -> str:
+    """Bytes as safe display text: invalid UTF-8 as \\xNN, control characters (NUL, ESC, CR...) escaped."""
+    return data.decode("utf-8", errors="backslashreplace").translate(_CONTROL)
+
+
+def _feed(stdin: IO[bytes], code: str) -> None:
+    with contextlib.suppress(OSError):
+        stdin.write(code.encode("utf-8", errors="replace"))
+        stdin.close()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@contextlib.contextmanager
+def _workdir(workspace: str | Path | None, uid: int | None) -> Iterator[str]:
+    """The run's writable directory, owned by the run's user: the caller's workspace (kept), or a fresh one
+    (removed after the run)."""
+    if workspace is None:
+        path = tempfile.mkdtemp(prefix="orchestra-sandbox-")
+    else:
+        path = str(Path(workspace).resolve())
+        os.makedirs(path, exist_ok=True)
+        if uid is not None and not host.reachable_by_others(path):
+            raise ConfigError(f"sandbox workspace {path}: the run's user cannot reach it; every parent directory "
+                              "must be searchable by others (e.g. put it under /tmp)")
+    if uid is not None:
+        for root, dirs, files in os.walk(path):
+            for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
+                os.lchown(name, uid, uid)
+    try:
+        yield path
+    finally:
+        if workspace is None:
+            shutil.rmtree(path, ignore_errors=True)
