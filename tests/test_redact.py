@@ -98,3 +98,41 @@ def test_install_redaction_attaches_one_filter_per_handler():
     install_redaction(handler)
     install_redaction(handler)
     assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
+
+
+ANSWER = "The expression evaluates exactly to 395; EMPTY fields were skipped."
+
+
+@pytest.mark.parametrize("key", ["x", "EMPTY", "sk-no-key-required", "1234567"])
+def test_k3_short_or_placeholder_keys_never_corrupt_text(monkeypatch, key):
+    monkeypatch.setenv("ORCH_TEST_LOCAL_API_KEY", key)
+    assert redact(ANSWER) == ANSWER and redact(ANSWER, extra_secrets=(key,)) == ANSWER
+    assert key not in secret_env_values()
+
+
+def test_k3_a_real_length_key_is_still_masked_in_extra_secrets():
+    key = "zq" + secrets.token_hex(12)
+    assert redact(f"echo {key}", extra_secrets=(key,)) == "echo ***"
+
+
+@pytest.mark.parametrize("key", ["x", "EMPTY"])
+async def test_k3_answers_through_the_http_backend_stay_intact_with_a_dummy_key(monkeypatch, key):
+    """vLLM's customary `EMPTY` (or `x`) as the key: the answer, the trajectory and the error text are untouched."""
+    from orchestra.backends.base import Sampling
+    from orchestra.backends.openai_compat import OpenAICompatBackend
+    from orchestra.backends.pricing import ModelPrice
+    from orchestra.rollout.episode import run_episode
+    from orchestra.task import Task
+    from orchestra.tools.toolbox import Toolbox
+    from orchestra.types import Message
+    from tests.servers.scripted_openai import Reply, ScriptedOpenAIServer, always
+
+    monkeypatch.setenv("ORCH_TEST_VLLM_KEY", key)
+    with ScriptedOpenAIServer(always(Reply(content=ANSWER))) as server:
+        backend = OpenAICompatBackend("m", server.base_url, price=ModelPrice(0.0, 0.0), api_key_env="ORCH_TEST_VLLM_KEY")
+        completion = await backend.complete([Message("user", "17 * 23 + 4 exactly?")], [], Sampling())
+        trajectory = await run_episode(Task("t", "exactly?"), backend, Toolbox.of([]))
+        await backend.aclose()
+        assert server.requests[0].headers["authorization"] == f"Bearer {key}"
+    assert completion.text == ANSWER
+    assert trajectory.final_answer == ANSWER and "***" not in repr(trajectory)

@@ -2,8 +2,8 @@
 
 `redact(text)` replaces what looks like a credential with `***`:
 - the values of environment variables whose names end in `_KEY`, `_TOKEN`, `_SECRET` or `_PASSWORD` (read from
-  `os.environ` at each call, so a key exported after import is still caught; values shorter than 8 characters are
-  left alone, since redacting "1" or "true" everywhere would wreck the text and protect nothing);
+  `os.environ` at each call, so a key exported after import is still caught), and the `extra_secrets` a caller
+  passes (a backend's own key);
 - `Bearer <token>` (so an echoed `Authorization` header reads `Authorization: Bearer ***`), `Basic <token>`, and the
   value after `api-key`/`x-api-key`/`api_key`/`token`/`password`/`secret` followed by `:` or `=`;
 - well-known key shapes: OpenAI/Anthropic `sk-...`, Hugging Face `hf_...`, GitHub `ghp_...`/`github_pat_...`,
@@ -12,6 +12,12 @@
 
 `RedactingFilter` is a `logging.Filter` that applies `redact` to a record's formatted message and traceback; attach it
 to a handler (handlers see every record that propagates to them; a logger's own filters do not).
+
+Which values are secrets (K3: redaction never corrupts output): a value is masked wherever it appears only if it is
+at least `MIN_SECRET_CHARS` (8) characters long and is not a placeholder that keyless local servers are customarily
+given (`EMPTY`, `sk-no-key-required`, ...: `PLACEHOLDER_KEYS`). A shorter value cannot be told apart from ordinary
+text ("x" is in every other word; masking it turns "expression" into "e***pression") and protects nothing, and a
+placeholder is public by definition. Real provider keys are 20 to 200 characters.
 
 Invariants: redaction is idempotent (`redact(redact(t)) == redact(t)`), never raises, and leaves text with nothing
 secret-looking unchanged. It is a last line of defence: code should not put secrets into text in the first place
@@ -28,6 +34,8 @@ from collections.abc import Mapping
 MASK = "***"
 SECRET_ENV_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 MIN_SECRET_CHARS = 8
+PLACEHOLDER_KEYS = frozenset({"empty", "none", "null", "dummy", "sk-no-key-required", "not-needed", "no-key",
+                              "placeholder", "unused"})
 
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=\-]"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -55,13 +63,18 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def is_secret_value(value: str) -> bool:
+    """May `value` be masked wherever it appears? Long enough to be a secret, and not a public placeholder."""
+    return len(value) >= MIN_SECRET_CHARS and value.strip().lower() not in PLACEHOLDER_KEYS
+
+
 def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret-named environment variables, longest first (so a key containing another is masked whole)."""
     env = os.environ if environ is None else environ
     values = {
         value
         for name, value in env.items()
-        if name.upper().endswith(SECRET_ENV_SUFFIXES) and len(value) >= MIN_SECRET_CHARS
+        if name.upper().endswith(SECRET_ENV_SUFFIXES) and is_secret_value(value)
     }
     return sorted(values, key=len, reverse=True)
 
@@ -71,7 +84,7 @@ def redact(text: str, *, extra_secrets: tuple[str, ...] = ()) -> str:
     if not text:
         return text
     for value in (*extra_secrets, *secret_env_values()):
-        if value and value in text:
+        if value and is_secret_value(value) and value in text:
             text = text.replace(value, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

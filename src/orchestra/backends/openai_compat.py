@@ -79,7 +79,7 @@ from orchestra.backends.retry import (
     parse_retry_after_s,
 )
 from orchestra.errors import BackendError, CircuitOpenError, ConfigError, ContextLengthError
-from orchestra.redact import redact
+from orchestra.redact import is_secret_value, redact
 from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
@@ -402,14 +402,15 @@ def _secrets(key: str | None) -> tuple[str, ...]:
 
 
 def _scrub(text: str, key: str | None) -> str:
-    """Mask our own key if the server echoed it into the reply (it must never enter the context)."""
-    return text.replace(key, "***") if key and key in text else text
+    """Mask our own key if the server echoed it into the reply (it must never enter the context). A key too short
+    or too public to be a secret (`x`, `EMPTY`) is left alone: masking it would corrupt the answer (K3)."""
+    return text.replace(key, "***") if key and is_secret_value(key) and key in text else text
 
 
 def _scrub_call(call: dict[str, Any], key: str | None) -> dict[str, Any]:
     fn = dict(call.get("function") or {})
     if isinstance(fn.get("arguments"), str):
         fn["arguments"] = _scrub(fn["arguments"], key)
-    elif key and key in str(fn.get("arguments")):
+    elif key and is_secret_value(key) and key in str(fn.get("arguments")):
         fn["arguments"] = "{}"
     return {**call, "function": fn}
