@@ -1,0 +1,147 @@
+"""The orchestrator behind an OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions`.
+
+`create_app(settings)` builds the FastAPI app; `orchestra serve` (`orchestra.commands.serve`) runs it under uvicorn.
+Each chat request is one `run_episode` over the served pool (`serve.episode`), answered plainly or as a stream
+(`serve.respond`), with the episode's cost, latency and per-tool breakdown in `usage` (`serve.wire`).
+
+Layers, outermost first: API keys (`serve.auth`, every route, 401), body size (`serve.limits`, 413 before the body
+is read), then the routes, which check the request (400/404 naming the field), the caller's budget (402) and the
+concurrency slots (503, at once) before an episode starts. Every error, including unknown routes and methods, has
+the OpenAI shape `{"error": {"message", "type", "code"}}`; no message repeats a header, so keys never echo back.
+
+Trajectories (`--trajectories DIR`) are appended to `DIR/trajectories.jsonl`, one redacted line per episode, each
+written whole and fsynced before the episode's response ends; a graceful shutdown (uvicorn's, on SIGTERM: stop
+accepting, let open streams finish within the grace period) therefore leaves every answered episode on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from orchestra.serve.auth import AuthMiddleware, KeyRing
+from orchestra.serve.episode import EpisodeJob, RequestError, ServedPool, prepare
+from orchestra.serve.limits import BodyLimitMiddleware, BodyTooLarge, Slots, too_large_body
+from orchestra.serve.respond import EpisodeResponse
+from orchestra.serve.schema import ChatRequest, describe_validation, error_body
+from orchestra.trajectory import append_trajectory
+from orchestra.types import Trajectory
+
+log = logging.getLogger("orchestra.serve")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    served: ServedPool
+    keys: KeyRing
+    max_body_bytes: int = 1_000_000
+    max_concurrent: int = 64
+    trajectories_dir: Path | None = None
+    closers: tuple[Any, ...] = ()
+    """Objects with an async `aclose()` (HTTP backends) closed at shutdown."""
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    slots = Slots(settings.max_concurrent)
+    served = settings.served
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        log.info("serving %s (%d tools; keys: %s)", ", ".join(served.model_ids), len(served.tools),
+                 f"{len(settings.keys)} configured" if not settings.keys.open else "none (open, local only)")
+        yield
+        for closer in settings.closers:
+            await closer.aclose()
+        log.info("shut down")
+
+    app = FastAPI(title="orchestra", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.slots = slots
+
+    async def record(trajectory: Trajectory, job: EpisodeJob) -> None:
+        if settings.trajectories_dir is None:
+            return
+        stamped = replace(trajectory, metadata={**trajectory.metadata, "account": job.account.id,
+                                                "served": True})
+        await asyncio.to_thread(append_trajectory, settings.trajectories_dir / "trajectories.jsonl", stamped)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(m) for m in served.model_ids]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str) -> Any:
+        if model_id not in served.model_ids:
+            return _error(RequestError(404, f"The model {model_id!r} does not exist.", code="model_not_found"))
+        return _model_card(model_id)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        account = request.scope["state"]["account"]
+        try:
+            request_ = _parse(await request.body())
+            job = prepare(request_, served, account, f"chatcmpl-{uuid.uuid4().hex}")
+        except BodyTooLarge:
+            return JSONResponse(too_large_body(settings.max_body_bytes), 413, {"Connection": "close"})
+        except RequestError as exc:
+            return _error(exc)
+        if account.budget.remaining_usd <= 0:
+            return _error(RequestError(402, "This API key's budget is spent.", "insufficient_quota",
+                                       "insufficient_quota"))
+        if not slots.try_acquire():
+            return JSONResponse(error_body(f"The server is running its limit of {slots.capacity} episodes; retry "
+                                           "shortly.", "server_busy", "concurrency_limit"), 503,
+                                {"Retry-After": "1"})
+        return EpisodeResponse(job, served, request_.model, stream=request_.stream,
+                               include_usage=request_.include_usage, record=record, release=slots.release)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}", kind,
+                                       exc.status_code), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid request", "invalid_request_error"), 400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse(error_body("Internal server error.", "server_error"), 500)
+
+    return BodyLimitMiddleware(AuthMiddleware(app, settings.keys), settings.max_body_bytes)
+
+
+def _parse(raw: bytes) -> ChatRequest:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"The body is not valid JSON ({type(exc).__name__} at position "
+                                f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}).", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, "The body must be a JSON object.", code="invalid_json")
+    try:
+        return ChatRequest.model_validate(data)
+    except pydantic.ValidationError as exc:
+        message, param = describe_validation(exc)
+        raise RequestError(400, message, code="invalid_value", param=param) from None
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.kind, exc.code, exc.param), exc.status)
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "orchestra"}
