@@ -3,7 +3,8 @@
 What the code sees: the system directories and the interpreter read-only, this environment's site-packages
 read-only, a private /tmp (tmpfs of `tmp_mib`), its own /proc and a minimal /dev, and the run's workdir at
 /workspace, the only writable host directory. No network interface but its own loopback; the host's 127.0.0.1 is
-another namespace. bwrap runs as the run's own user, and `--die-with-parent` plus the pid namespace mean that
+another namespace. The root is remounted read-only, so nothing outside /tmp and /workspace takes a write.
+bwrap runs as the run's own user, and `--die-with-parent` plus the pid namespace mean that
 when bwrap dies every process inside dies with it.
 """
 
@@ -35,7 +36,7 @@ def bwrap_command(interp: Interpreter, workdir: str, limits: SandboxLimits, *, s
         if not path.startswith("/usr/"):
             argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_mib * MIB), "--tmpfs", "/tmp",
-             "--bind", workdir, WORKSPACE, "--chdir", WORKSPACE, "--"]
+             "--bind", workdir, WORKSPACE, "--remount-ro", "/", "--chdir", WORKSPACE, "--"]
     argv += launcher_argv(interp, limits, processes=limits.processes, landlock=None, seccomp=seccomp)
     layers = ("bwrap", "rlimits", *(("seccomp",) if seccomp else ()), "scrubbed-env")
     return Command(tuple(argv), scrubbed_env(home=WORKSPACE, tmpdir="/tmp"), workdir, layers)
