@@ -1,8 +1,14 @@
 """A client of the search service (`orchestra.search.service`): the same hits as a local `SearchIndex`, over HTTP.
 
+Batching on the client side: the rollouts of one process share one client, and `search` coalesces the queries they
+issue concurrently into one `POST /search` with many queries (at most `max_requests_in_flight` requests at once per
+event loop; queries arriving meanwhile go into the next request). HTTP costs far more CPU per request than a BM25
+query, so this is what keeps latency low when many rollouts search at once. `search_many` sends its queries as one
+request directly.
+
 Failures are raised as `SearchServiceError` with the URL and the reason (unreachable, timed out, an HTTP status with
-the service's message); a tool that calls the client turns them into an error observation for the model.
-One async HTTP client is kept per event loop, so many rollouts in one loop share connections.
+the service's message); every query of a failed request gets the error. A tool that calls the client turns it into
+an error observation for the model.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 try:
@@ -19,31 +26,56 @@ except ImportError:  # an older environment with plain httpx only
 
 from orchestra.search.index import Hit, Mode
 
+MAX_QUERIES_PER_REQUEST = 256  # the service's limit per request
+
 
 class SearchServiceError(RuntimeError):
     """The search service could not answer (message names the URL and the reason)."""
 
 
+@dataclass
+class _Query:
+    text: str
+    k: int
+    mode: Mode | None
+    done: asyncio.Future[list[Hit]] = field(repr=False)
+
+
+@dataclass
+class _LoopState:
+    """What one event loop's callers share: one HTTP client, the queries waiting, the requests under way."""
+
+    http: Any
+    waiting: list[_Query] = field(default_factory=list)
+    in_flight: int = 0
+    scheduled: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
 class SearchClient:
     """Queries a search service at `url` (e.g. `http://127.0.0.1:8765`)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0):
+    def __init__(self, url: str, *, timeout_s: float = 10.0, max_requests_in_flight: int = 2):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-    async def search_many(self, queries: Sequence[str], k: int = 5, mode: Mode | None = None) -> list[list[Hit]]:
-        client = self._client()
-        try:
-            response = await client.post(f"{self.url}/search", json=_body(queries, k, mode))
-        except httpx.TimeoutException:
-            raise SearchServiceError(f"search service {self.url} did not answer in {self.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise SearchServiceError(f"search service {self.url} is unreachable: {exc}") from None
-        return _parse(self.url, response)
+        self.max_requests_in_flight = max_requests_in_flight
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     async def search(self, query: str, k: int = 5, mode: Mode | None = None) -> list[Hit]:
-        return (await self.search_many([query], k, mode))[0]
+        """The hits of one query, sent together with the queries other callers issue at the same time."""
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        item = _Query(query, k, mode, loop.create_future())
+        state.waiting.append(item)
+        if not state.scheduled:  # on the next loop pass, so callers started together share one request
+            state.scheduled = True
+            loop.call_soon(self._pump, state)
+        return await item.done
+
+    async def search_many(self, queries: Sequence[str], k: int = 5, mode: Mode | None = None) -> list[list[Hit]]:
+        """The hits of each query, in one request."""
+        state = self._state(asyncio.get_running_loop())
+        return await self._post(state.http, list(queries), k, mode)
 
     def search_many_sync(self, queries: Sequence[str], k: int = 5, mode: Mode | None = None) -> list[list[Hit]]:
         try:
@@ -52,13 +84,49 @@ class SearchClient:
             raise SearchServiceError(f"search service {self.url} is unreachable: {exc}") from None
         return _parse(self.url, response)
 
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(timeout=self.timeout_s)
-            self._clients[loop] = client
-        return client
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        state = self._states.get(loop)
+        if state is None:
+            state = _LoopState(http=httpx.AsyncClient(timeout=self.timeout_s))
+            self._states[loop] = state
+        return state
+
+    def _pump(self, state: _LoopState) -> None:
+        state.scheduled = False
+        while state.waiting and state.in_flight < self.max_requests_in_flight:
+            batch = state.waiting[:MAX_QUERIES_PER_REQUEST]
+            del state.waiting[:MAX_QUERIES_PER_REQUEST]
+            state.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(state, batch))
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
+
+    async def _send(self, state: _LoopState, batch: list[_Query]) -> None:
+        try:
+            for mode in dict.fromkeys(q.mode for q in batch):
+                group = [q for q in batch if q.mode == mode]
+                try:
+                    results = await self._post(state.http, [q.text for q in group], max(q.k for q in group), mode)
+                except SearchServiceError as exc:
+                    for q in group:
+                        if not q.done.done():
+                            q.done.set_exception(exc)
+                    continue
+                for q, hits in zip(group, results, strict=True):
+                    if not q.done.done():
+                        q.done.set_result(hits[:q.k])
+        finally:
+            state.in_flight -= 1
+            self._pump(state)
+
+    async def _post(self, http: Any, queries: list[str], k: int, mode: Mode | None) -> list[list[Hit]]:
+        try:
+            response = await http.post(f"{self.url}/search", json=_body(queries, k, mode))
+        except httpx.TimeoutException:
+            raise SearchServiceError(f"search service {self.url} did not answer in {self.timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise SearchServiceError(f"search service {self.url} is unreachable: {exc}") from None
+        return _parse(self.url, response)
 
 
 def _body(queries: Sequence[str], k: int, mode: Mode | None) -> dict[str, Any]:

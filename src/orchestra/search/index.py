@@ -167,11 +167,21 @@ class SearchIndex:
         return results
 
     def _bm25(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
-        tokens = [query_tokens(q) for q in queries]
-        depth = min(k, len(self.docs))
-        indices, scores = self._retriever.retrieve(tokens, k=depth, show_progress=False, return_as="tuple")
-        return [[(int(d), float(s)) for d, s in zip(row_d, row_s, strict=True) if s > 0]
-                for row_d, row_s in zip(indices, scores, strict=True)]
+        """bm25s scores each query; the top k are selected among the documents that match at all. Selecting among
+        all documents (mostly zeros) is what makes `BM25.retrieve` slow: numpy's partition degrades on ties."""
+        out = []
+        for query in queries:
+            ids = self._retriever.get_tokens_ids(query_tokens(query))
+            if not ids:
+                out.append([])
+                continue
+            scores = self._retriever.get_scores_from_ids(ids)
+            matched = np.flatnonzero(scores > 0)
+            if len(matched) > k:
+                matched = matched[np.argpartition(-scores[matched], k - 1)[:k]]
+            order = matched[np.lexsort((matched, -scores[matched]))]  # score, then index order, like a stable sort
+            out.append([(int(d), float(scores[d])) for d in order])
+        return out
 
     def _dense(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
         assert self._vectors is not None

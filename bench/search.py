@@ -1,0 +1,241 @@
+"""Local search over a real corpus: orchestra's index against bm25s used directly, and the HTTP service under load.
+
+Corpus: the reStructuredText sources of the Python 3.11 documentation as Debian ships them
+(`apt-get install -y python3.11-doc` puts them under /usr/share/doc/python3.11/html/_sources; about 500 files,
+1.4M words). Each file is split at its section headings and each section into passages of at most
+`--words-per-doc` words; a passage's title is the file and section heading.
+
+Measured, in one run on the same machine:
+1. build: `orchestra.search.build_index` (read and check the JSONL, tokenize, index, write the folder with its
+   manifest and digests) next to bm25s directly (tokenize + index in memory, with the same stemmer and stopwords);
+2. query latency, k=5, over `--queries` section headings sampled with a fixed seed: `SearchIndex.search` (our
+   tokenizer, bm25s retrieval, `Hit` records with snippets) next to the plain bm25s calls (`bm25s.tokenize` then
+   `BM25.retrieve`), interleaved query by query (alternating which goes first) so both see the same machine load;
+3. the service: `orchestra index serve` in a subprocess on 127.0.0.1, 32 concurrent callers each sending one query
+   after another, latency per query as the caller sees it, with `orchestra.search.client.SearchClient` in two
+   shapes: (a) the callers share one client, as the rollouts of one process share the pool's `local_search` tool
+   (their concurrent queries are coalesced into multi-query requests); (b) 32 separate clients, one connection and
+   one query per request each (32 processes would look like this, less the client processes' own CPU).
+   Client and server share this machine's cores.
+Targets: our query p50 / bm25s p50 <= 1.2; service p50 under 32 clients < 10 ms.
+
+Usage: `python bench/search.py [--queries 300] [--rounds 3] [--requests-per-client 30] [--words-per-doc 200]`.
+The last line printed is `ratio=<our query p50 / bm25s-direct query p50>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SOURCES = Path("/usr/share/doc/python3.11/html/_sources")
+HEADING = re.compile(r"^([=\-~^*#\"'+`])\1{2,}\s*$")
+ROLE = re.compile(r":[\w:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests-per-client", type=int, default=30)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--words-per-doc", type=int, default=200)
+    args = parser.parse_args()
+    if not SOURCES.is_dir():
+        sys.exit(f"bench/search.py: corpus {SOURCES} not found; install it with `apt-get install -y python3.11-doc`")
+
+    import bm25s
+    import Stemmer
+
+    from orchestra.search.index import SearchIndex, build_index
+
+    work = Path(tempfile.mkdtemp(prefix="orchestra-search-bench-"))
+    docs, headings = python_docs(args.words_per_doc)
+    corpus = work / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    words = sum(len(d["text"].split()) for d in docs)
+    print(f"corpus: {len(docs)} passages, {words / 1e6:.2f}M words, {corpus.stat().st_size / 1e6:.1f} MB "
+          f"from {SOURCES}")
+
+    started = time.perf_counter()
+    report = build_index(corpus, work / "index")
+    ours_build_s = time.perf_counter() - started
+    stemmer = Stemmer.Stemmer("english")
+    started = time.perf_counter()
+    texts = [f"{d['title']}\n{d['text']}" for d in docs]
+    peer = bm25s.BM25()
+    peer.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    peer_build_s = time.perf_counter() - started
+    print(f"build: ours {ours_build_s:.2f} s (incl. reading, checks, writing the folder), "
+          f"bm25s direct {peer_build_s:.2f} s (in memory)")
+
+    index = SearchIndex.load(report.path)
+    queries = random.Random(0).sample(headings, min(args.queries, len(headings)))
+
+    def ours(q: str) -> object:
+        return index.search(q, k=5)
+
+    def direct(q: str) -> object:
+        tokens = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
+        return peer.retrieve(tokens, k=5, show_progress=False)
+
+    agree = sum(_same_top(index.search(q, k=5), direct(q), docs) for q in queries)
+    ours_ms, peer_ms = interleaved(queries, ours, direct, args.rounds)
+    print(f"query k=5 ({len(ours_ms)} timed each): ours p50 {pct(ours_ms, 50):.3f} ms p95 {pct(ours_ms, 95):.3f} ms; "
+          f"bm25s direct p50 {pct(peer_ms, 50):.3f} ms p95 {pct(peer_ms, 95):.3f} ms; "
+          f"same top hit on {agree}/{len(queries)} queries")
+
+    loads = asyncio.run(service_load(report.path, queries, args.clients, args.requests_per_client))
+    for name, shape in (("shared", "callers sharing one client (rollouts of one process)"),
+                        ("separate", "separate clients, one connection and one query per request")):
+        latencies, wall_s, stats = loads[name]
+        print(f"service, {args.clients} concurrent {shape}: {len(latencies)} queries in {stats['requests']} "
+              f"requests, p50 {pct(latencies, 50):.2f} ms p95 {pct(latencies, 95):.2f} ms, "
+              f"{len(latencies) / wall_s:.0f} queries/s")
+    ratio = pct(ours_ms, 50) / pct(peer_ms, 50)
+    print(f"targets: query ratio {ratio:.2f} (<= 1.2); service p50 under {args.clients} clients < 10 ms: shared "
+          f"{pct(loads['shared'][0], 50):.2f} ms, separate {pct(loads['separate'][0], 50):.2f} ms")
+    print(f"ratio={ratio:.3f}")
+
+
+def python_docs(max_words: int) -> tuple[list[dict[str, str]], list[str]]:
+    """Passages of the Python docs (id, title, text, url) and every section heading (the query pool)."""
+    docs: list[dict[str, str]] = []
+    headings: list[str] = []
+    for file in sorted(SOURCES.rglob("*.rst.txt")):
+        page = str(file.relative_to(SOURCES))[: -len(".rst.txt")]
+        for heading, body in _sections(file.read_text(encoding="utf-8", errors="replace")):
+            if len(heading.split()) >= 2:
+                headings.append(heading)
+            words = body.split()
+            for start in range(0, len(words), max_words):
+                docs.append({"id": f"{page}#{len(docs)}", "title": f"{page}: {heading}",
+                             "text": " ".join(words[start:start + max_words]),
+                             "url": f"https://docs.python.org/3.11/{page}.html"})
+    return docs, headings
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    lines = text.splitlines()
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for i, line in enumerate(lines):
+        if HEADING.match(line) and i > 0 and lines[i - 1].strip() and not HEADING.match(lines[i - 1]):
+            heading = sections[-1][1].pop() if sections[-1][1] else lines[i - 1]
+            sections.append((ROLE.sub(r"\1", heading).strip(), []))
+        elif not HEADING.match(line):
+            sections[-1][1].append(line)
+    return [(h, "\n".join(body)) for h, body in sections if "".join(body).strip()]
+
+
+def interleaved(queries: list[str], ours, direct, rounds: int) -> tuple[list[float], list[float]]:
+    for q in queries[:20]:  # warm caches (stems, pages) on both sides
+        ours(q)
+        direct(q)
+    ours_ms: list[float] = []
+    peer_ms: list[float] = []
+    for r in range(rounds):
+        for i, q in enumerate(queries):
+            pair = [(ours, ours_ms), (direct, peer_ms)]
+            for fn, out in pair if (i + r) % 2 == 0 else reversed(pair):
+                started = time.perf_counter()
+                fn(q)
+                out.append((time.perf_counter() - started) * 1e3)
+    return ours_ms, peer_ms
+
+
+async def service_load(index_dir: Path, queries: list[str], clients: int,
+                       per_client: int) -> dict[str, tuple[list[float], float, dict[str, int]]]:
+    """Per-query latencies, wall time and service stats for both client shapes, against one served index."""
+    from orchestra.search.client import SearchClient
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "from orchestra.cli import app; app()", "index", "serve",
+                               str(index_dir), "--port", str(port)], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_up(url, server)
+        shared = SearchClient(url, timeout_s=30)
+        separate = [SearchClient(url, timeout_s=30) for _ in range(clients)]
+        return {"shared": await _load(url, [shared] * clients, queries, per_client),
+                "separate": await _load(url, separate, queries, per_client)}
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def _load(url: str, clients: list, queries: list[str],
+                per_client: int) -> tuple[list[float], float, dict[str, int]]:
+    """Each caller sends `per_client` queries one after another; all callers at once."""
+    from orchestra.search.client import SearchClient
+
+    latencies: list[float] = []
+
+    async def caller(n: int, client: SearchClient) -> None:
+        await client.search(queries[n % len(queries)], k=5)  # connect before timing
+        for i in range(per_client):
+            started = time.perf_counter()
+            await client.search(queries[(n * per_client + i) % len(queries)], k=5)
+            latencies.append((time.perf_counter() - started) * 1e3)
+
+    before = await _stats(url)
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(n, c) for n, c in enumerate(clients)))
+    wall_s = time.perf_counter() - started
+    after = await _stats(url)
+    stats = {"requests": after["requests"] - before["requests"], "max_batch_queries": after["max_batch_queries"]}
+    return latencies, wall_s, stats
+
+
+async def _stats(url: str) -> dict[str, int]:
+    import httpx2
+
+    async with httpx2.AsyncClient() as http:
+        return (await http.get(f"{url}/stats")).json()
+
+
+async def _wait_up(url: str, server: subprocess.Popen) -> None:
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                sys.exit(f"bench/search.py: `orchestra index serve` exited with {server.returncode}")
+            try:
+                if (await http.get(f"{url}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    sys.exit("bench/search.py: the search service did not start within 60 s")
+
+
+def _same_top(hits: list, peer_result, docs: list[dict[str, str]]) -> bool:
+    peer_docs, peer_scores = peer_result
+    if not hits:
+        return float(peer_scores[0][0]) == 0.0
+    return hits[0].id == docs[int(peer_docs[0][0])]["id"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+if __name__ == "__main__":
+    main()
