@@ -30,10 +30,12 @@ def code_interpreter_tool(
     output_bytes: int = 16_384,
     workspace_root: str | None = None,
     backend: Literal["auto", "bwrap", "fallback"] = "auto",
+    usd_per_second: float = SANDBOX_USD_PER_SECOND,
 ) -> Tool:
-    """The tool; its options (all optional in a pool's `options:`) set the sandbox's limits and workspace."""
+    """The tool; its options (all optional in a pool's `options:`) set the sandbox's limits, workspace and price
+    (the default is the packaged price table's `python` entry)."""
     limits = SandboxLimits(wall_s=wall_s, memory_mib=memory_mib, processes=processes, output_bytes=output_bytes)
-    card = CostCard(usd_per_second=SANDBOX_USD_PER_SECOND, latency_s=1.0)
+    card = CostCard(usd_per_second=usd_per_second, latency_s=1.0)
 
     def code_interpreter(code: str, context: ToolContext) -> ToolOutput:
         """Run a Python 3 program in an isolated sandbox (no network, no internet, no host files) and return
