@@ -17,7 +17,6 @@ accepting, let open streams finish within the grace period) therefore leaves eve
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from contextlib import asynccontextmanager
@@ -25,17 +24,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import pydantic
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-from orchestra.serve.auth import AuthMiddleware, KeyRing
-from orchestra.serve.episode import EpisodeJob, RequestError, ServedPool, prepare
-from orchestra.serve.limits import BodyLimitMiddleware, BodyTooLarge, Slots, too_large_body
+from orchestra.serve.auth import KeyRing
+from orchestra.serve.episode import EpisodeJob, ServedPool, prepare
+from orchestra.serve.http import error_response, guarded
+from orchestra.serve.limits import BodyTooLarge, Slots, too_large_body
 from orchestra.serve.respond import EpisodeResponse
-from orchestra.serve.schema import ChatRequest, describe_validation, error_body
+from orchestra.serve.schema import ChatRequest, RequestError, error_body, parse_body
 from orchestra.trajectory import append_trajectory
 from orchestra.types import Trajectory
 
@@ -53,7 +50,8 @@ class ServeSettings:
     """Objects with an async `aclose()` (HTTP backends) closed at shutdown."""
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
+def create_app(settings: ServeSettings) -> Any:
+    """The ASGI app: the routes behind the key and body-size layers."""
     slots = Slots(settings.max_concurrent)
     served = settings.served
 
@@ -83,21 +81,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str) -> Any:
         if model_id not in served.model_ids:
-            return _error(RequestError(404, f"The model {model_id!r} does not exist.", code="model_not_found"))
+            return error_response(RequestError(404, f"The model {model_id!r} does not exist.", code="model_not_found"))
         return _model_card(model_id)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         account = request.scope["state"]["account"]
         try:
-            request_ = _parse(await request.body())
+            request_ = parse_body(await request.body(), ChatRequest)
             job = prepare(request_, served, account, f"chatcmpl-{uuid.uuid4().hex}")
         except BodyTooLarge:
             return JSONResponse(too_large_body(settings.max_body_bytes), 413, {"Connection": "close"})
         except RequestError as exc:
-            return _error(exc)
+            return error_response(exc)
         if account.budget.remaining_usd <= 0:
-            return _error(RequestError(402, "This API key's budget is spent.", "insufficient_quota",
+            return error_response(RequestError(402, "This API key's budget is spent.", "insufficient_quota",
                                        "insufficient_quota"))
         if not slots.try_acquire():
             return JSONResponse(error_body(f"The server is running its limit of {slots.capacity} episodes; retry "
@@ -106,41 +104,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return EpisodeResponse(job, served, request_.model, stream=request_.stream,
                                include_usage=request_.include_usage, record=record, release=slots.release)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}", kind,
-                                       exc.status_code), exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("invalid request", "invalid_request_error"), 400)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
-        return JSONResponse(error_body("Internal server error.", "server_error"), 500)
-
-    return BodyLimitMiddleware(AuthMiddleware(app, settings.keys), settings.max_body_bytes)
-
-
-def _parse(raw: bytes) -> ChatRequest:
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"The body is not valid JSON ({type(exc).__name__} at position "
-                                f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}).", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise RequestError(400, "The body must be a JSON object.", code="invalid_json")
-    try:
-        return ChatRequest.model_validate(data)
-    except pydantic.ValidationError as exc:
-        message, param = describe_validation(exc)
-        raise RequestError(400, message, code="invalid_value", param=param) from None
-
-
-def _error(exc: RequestError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.kind, exc.code, exc.param), exc.status)
+    return guarded(app, settings.keys, settings.max_body_bytes)
 
 
 def _model_card(model_id: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from orchestra.rollout.episode import ObservationRenderer, PromptBuilder, run_ep
 from orchestra.rollout.guard import wrap_untrusted
 from orchestra.rollout.prompt import default_prompt
 from orchestra.serve.auth import Account
-from orchestra.serve.schema import ChatRequest, to_messages
+from orchestra.serve.schema import ChatRequest, RequestError, to_messages
 from orchestra.task import Task
 from orchestra.tools.spec import Tool, ToolContext, ToolOutput, ToolSpec
 from orchestra.tools.toolbox import Toolbox, render_content
@@ -39,15 +39,6 @@ from orchestra.types import Completion, Message, Trajectory
 Emit = Callable[[dict[str, Any]], None]
 STEP_TEXT_CHARS = 2_000
 """Tool results in streamed steps are cut to this many characters (the trajectory keeps them whole)."""
-
-
-class RequestError(Exception):
-    """Bad input from the client: becomes an OpenAI-shaped error with `status`."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,23 @@ client parses into its exception classes. Messages never echo request headers, s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, TypeVar
 
 import pydantic
 
 from orchestra.types import Message, ToolCall
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class RequestError(Exception):
+    """Bad input from the client: becomes an OpenAI-shaped error with `status`."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
 
 class Strict(pydantic.BaseModel):
@@ -99,6 +111,22 @@ def to_messages(messages: list[ChatMessageIn]) -> list[Message]:
     return out
 
 
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """The request body as `model`, or `RequestError` (400) naming what is wrong with it."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"The body is not valid JSON ({type(exc).__name__} at position "
+                                f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}).", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, "The body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        message, param = describe_validation(exc)
+        raise RequestError(400, message, code="invalid_value", param=param) from None
+
+
 def error_body(message: str, kind: str, code: str | int | None = None, param: str | None = None) -> dict[str, Any]:
     """The OpenAI error shape."""
     return {"error": {"message": message, "type": kind, "code": code, "param": param}}
@@ -113,8 +141,6 @@ def describe_validation(exc: pydantic.ValidationError) -> tuple[str, str | None]
 
 
 def _arguments(raw: str) -> dict[str, Any]:
-    import json
-
     try:
         value = json.loads(raw or "{}")
     except json.JSONDecodeError:
