@@ -38,13 +38,15 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind (default: this machine only).")] = "127.0.0.1",
 ) -> None:
     """Serve an index over HTTP (`POST /search`) for many concurrent rollouts."""
+    from orchestra.search.index import SearchIndex
     from orchestra.search.service import serve as serve_index
 
-    typer.echo(f"serving {index} on http://{host}:{port} (POST /search)", err=True)
     try:
-        serve_index(str(index), host=host, port=port)
+        loaded = SearchIndex.load(index)
     except ConfigError as exc:
         _fail(exc)
+    typer.echo(f"serving {index} ({len(loaded.docs)} documents) on http://{host}:{port} (POST /search)", err=True)
+    serve_index(loaded, host=host, port=port)
 
 
 @app.command("query")

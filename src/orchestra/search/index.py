@@ -148,6 +148,8 @@ class SearchIndex:
         """The top `k` hits of each query, best first; one bm25s call and one encoder batch for all queries."""
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        if mode not in (None, "bm25", "dense", "hybrid"):
+            raise ValueError(f"mode must be bm25, dense or hybrid, got {mode!r}")
         mode = mode or ("hybrid" if self.has_dense else "bm25")
         if mode != "bm25" and not self.has_dense:
             raise ValueError(f"mode {mode!r} needs a dense index; rebuild {self.path} with --dense")

@@ -159,9 +159,8 @@ def create_app(index: SearchIndex, *, max_batch_queries: int = 256) -> Any:
     return app
 
 
-def serve(index_dir: str, *, host: str = DEFAULT_HOST, port: int = 8765) -> None:
-    """Load the index at `index_dir` and serve it until interrupted (blocking)."""
+def serve(index: SearchIndex, *, host: str = DEFAULT_HOST, port: int = 8765) -> None:
+    """Serve a loaded index until interrupted (blocking)."""
     import uvicorn
 
-    index = SearchIndex.load(index_dir)
     uvicorn.run(create_app(index), host=host, port=port, log_level="warning", access_log=False)
