@@ -505,6 +505,12 @@ async def test_k1_planted_key_never_reaches_completion_trajectory_logs_or_errors
     assert "***" in completion.text and "***" in trajectory.final_answer
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8000/v1", "localhost:8000", "ftp://host/v1", "http://"])
+def test_a_base_url_without_an_http_scheme_is_a_config_error_not_a_transient_failure(url):
+    with pytest.raises(ConfigError, match="absolute http"):
+        OpenAICompatBackend("m", url, price=PRICE)
+
+
 def test_api_key_env_must_be_a_name_and_must_be_set(monkeypatch):
     pasted = "sk-proj-" + "a" * 40
     with pytest.raises(ConfigError) as info:

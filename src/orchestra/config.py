@@ -9,6 +9,8 @@ Invariants
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,6 +40,13 @@ class ModelEndpoint(Strict):
     max_attempts: int = pydantic.Field(4, ge=1, description="HTTP attempts per call (retries + 1).")
     temperature: float = pydantic.Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
     max_tokens: int = pydantic.Field(256, ge=1, description="Maximum tokens per completion.")
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} needs a scheme: write http://HOST:PORT/v1 or https://HOST/v1")
+        return url
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> ModelEndpoint:
@@ -88,13 +97,42 @@ class LimitsConfig(Strict):
     banned_providers: list[str] = pydantic.Field(default_factory=list, description="Providers refused.")
 
 
+class ModelPriceConfig(Strict):
+    """The price of one model, in US dollars per million tokens."""
+
+    input: float = pydantic.Field(ge=0, description="$ per million input (prompt) tokens.")
+    output: float = pydantic.Field(ge=0, description="$ per million output (completion) tokens.")
+    provider: str | None = pydantic.Field(None, description="Who serves it (for banned_providers).")
+
+
+class ToolPriceConfig(Strict):
+    """The price of one tool call."""
+
+    per_call: float = pydantic.Field(0.0, ge=0, description="$ per call.")
+    per_second: float = pydantic.Field(0.0, ge=0, description="$ per second of run time.")
+
+
+class PricesConfig(Strict):
+    """Prices laid over the packaged table (`orchestra/data/prices.yaml`, same shape): a model named here can be used."""
+
+    version: str | None = pydantic.Field(None, description="A label recorded with results (the table's own: kept).")
+    models: dict[str, ModelPriceConfig] = pydantic.Field(default_factory=dict, description="Model name -> price.")
+    tools: dict[str, ToolPriceConfig] = pydantic.Field(default_factory=dict, description="Tool name -> price.")
+
+    def as_overrides(self) -> dict[str, Any]:
+        """The block in the price file's shape, for `PriceTable.with_overrides`."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"version"}) if self.models or self.tools \
+            else {}
+
+
 class PoolConfig(Strict):
     """What `orchestra run` uses: the orchestrator, its tools, prices, preferences and limits."""
 
     orchestrator: ModelEndpoint = pydantic.Field(default_factory=ModelEndpoint)
     tools: list[ToolEntry] = pydantic.Field(default_factory=list)
-    prices: dict[str, Any] = pydantic.Field(
-        default_factory=dict, description="Overrides of the price table: {models: {name: {input, output}}, tools: ...}")
+    prices: PricesConfig = pydantic.Field(
+        default_factory=PricesConfig, description="Prices laid over the packaged table: {models: {NAME: {input, "
+        "output, provider}}, tools: {NAME: {per_call, per_second}}}; a model added here can be used in this pool.")
     preferences: PreferencesConfig | None = None
     limits: LimitsConfig = pydantic.Field(default_factory=LimitsConfig)
 
@@ -106,44 +144,101 @@ def load_config(path: str | Path | None, model: type[M], overrides: Sequence[str
     if path is not None:
         file = Path(path)
         if not file.exists():
-            raise ConfigError(f"config file {file} does not exist")
+            raise ConfigError(f"config file {file} does not exist: check the path")
+        if not file.is_file():
+            raise ConfigError(f"config file {file} is a directory, not a YAML file: name the file inside it")
         try:
             loaded = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"{file}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} cannot be read: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: the top level must be a mapping")
         data = loaded
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected dotted.key=value")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. limits.max_turns=4")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value {raw!r} is not valid YAML ({problem}): write a complete "
+                              "value (a number, a word, [a, b] or {k: v}), or quote it to mean the text") from None
+        _set_dotted(data, key.strip(), value, item)
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, model)) from None
 
 
 def dump_config(config: pydantic.BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set `a.b.0.c` in nested dicts and lists; a list index must name an existing entry."""
     node: Any = data
     parts = key.split(".")
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {item!r}: {where} is not an entry of the list {'.'.join(parts[:depth])} "
+                                  f"(it has {len(node)}: use an index from 0 to {len(node) - 1})")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[:depth])} is a value, not a section")
 
 
-def _describe(exc: pydantic.ValidationError, path: str | Path | None) -> str:
-    where = f"{path}: " if path else ""
-    lines = []
+def _describe(exc: pydantic.ValidationError, path: str | Path | None, model: type[pydantic.BaseModel]) -> str:
+    return (f"{path}: " if path else "") + "invalid config: " + describe_validation(exc, model)
+
+
+def describe_validation(exc: pydantic.ValidationError, model: type[pydantic.BaseModel], prefix: str = "") -> str:
+    """The problems on one line, each naming the dotted field; an unknown field lists the expected ones."""
+    problems = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{field}: {err['msg']}")
-    return where + "invalid config:\n  " + "\n  ".join(lines)
+        field = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            expected = _fields_at(model, err["loc"][:-1])
+            message = "unknown field" + (f"; expected one of: {', '.join(expected)}" if expected else "")
+        problems.append(f"{field}: {message}")
+    return "; ".join(problems)
+
+
+def _fields_at(model: type[pydantic.BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names of the model found at `loc` inside `model` (through lists, dicts and optionals)."""
+    node: Any = model
+    for part in loc:
+        node = _non_optional(node)
+        origin = typing.get_origin(node)
+        if origin in (list, tuple, Sequence):
+            node = typing.get_args(node)[0]
+        elif origin in (dict, Mapping):
+            node = typing.get_args(node)[1]
+        elif isinstance(node, type) and issubclass(node, pydantic.BaseModel) and str(part) in node.model_fields:
+            node = node.model_fields[str(part)].annotation
+        else:
+            return []
+    node = _non_optional(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, pydantic.BaseModel) else []
+
+
+def _non_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    return annotation

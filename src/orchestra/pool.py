@@ -47,7 +47,7 @@ def load_pool_config(path: str | Path | None, overrides: tuple[str, ...] = ()) -
 
 
 def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
-    table = (prices or PriceTable.default()).with_overrides(config.prices or None)
+    table = (prices or PriceTable.default()).with_overrides(config.prices.as_overrides() or None)
     _price(table, config.orchestrator, "orchestrator.model")
     for i, entry in enumerate(config.tools):
         if entry.expert is not None:

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
+import pydantic
 import yaml
 
+from orchestra.config import PricesConfig, describe_validation
 from orchestra.errors import ConfigError
 from orchestra.tools.spec import CostCard
 from orchestra.types import Usage
@@ -48,18 +50,18 @@ class PriceTable:
         return cls.from_dict(yaml.safe_load(text))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], version: str | None = None) -> PriceTable:
-        models = {}
-        for name, entry in (data.get("models") or {}).items():
-            try:
-                models[name] = ModelPrice(float(entry["input"]), float(entry["output"]), entry.get("provider"))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"prices.models.{name}: needs numeric `input` and `output` ($/M tokens)") from exc
-        tools = {
-            name: CostCard(usd_per_call=float(e.get("per_call", 0)), usd_per_second=float(e.get("per_second", 0)))
-            for name, e in (data.get("tools") or {}).items()
-        }
-        return cls(version=str(version or data.get("version", "custom")), models=models, tools=tools)
+    def from_dict(cls, data: Mapping[str, Any], version: str | None = None, *, source: str = "prices") -> PriceTable:
+        """A table from the price file's shape, validated (`config.PricesConfig`): an unknown or missing field is a
+        `ConfigError` naming it and the expected ones. `source` names the input in errors."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping with `models` and/or `tools`")
+        try:
+            typed = PricesConfig.model_validate(dict(data))
+        except pydantic.ValidationError as exc:
+            raise ConfigError(describe_validation(exc, PricesConfig, prefix=source)) from None
+        models = {name: ModelPrice(e.input, e.output, e.provider) for name, e in typed.models.items()}
+        tools = {name: CostCard(usd_per_call=e.per_call, usd_per_second=e.per_second) for name, e in typed.tools.items()}
+        return cls(version=str(version or typed.version or "custom"), models=models, tools=tools)
 
     def model(self, name: str) -> ModelPrice:
         """The price of model `name`; unknown names are an error that lists the known ones."""
@@ -68,7 +70,8 @@ class PriceTable:
         except KeyError:
             known = ", ".join(sorted(self.models))
             raise ConfigError(
-                f"no price for model {name!r}: add it to the pool's `prices` overrides (known: {known})"
+                f"no price for model {name!r}: add it to the pool's prices block as `prices: {{models: {{{name}: "
+                f"{{input: USD_PER_M, output: USD_PER_M}}}}}}` (known: {known})"
             ) from None
 
     def cost_usd(self, model: str, usage: Usage) -> float:
@@ -77,11 +80,13 @@ class PriceTable:
     def tool(self, name: str) -> CostCard:
         return self.tools.get(name, CostCard())
 
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> PriceTable:
+    def with_overrides(self, overrides: Mapping[str, Any] | PricesConfig | None) -> PriceTable:
         """A table with `overrides` ({"models": {...}, "tools": {...}} in the file's shape) laid over this one."""
+        if isinstance(overrides, PricesConfig):  # a pool's typed `prices:` block
+            overrides = overrides.as_overrides()
         if not overrides:
             return self
-        extra = PriceTable.from_dict(overrides)
+        extra = PriceTable.from_dict(overrides, source="prices")
         return replace(
             self,
             version=f"{self.version}+overrides",

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from orchestra.errors import ConfigError
 from orchestra.pool import build_pool, load_pool_config
 from orchestra.tools.toolbox import Toolbox
 from orchestra.types import ToolCall
@@ -28,12 +27,9 @@ def call(
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"arguments are not JSON: {exc.msg}") from None
-    try:
-        built = build_pool(load_pool_config(pool))
-    except ConfigError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.BadParameter(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON object, e.g. "
+                                 "'{\"expression\": \"2 + 2\"}'", param_hint="ARGUMENTS") from None
+    built = build_pool(load_pool_config(pool))
     toolbox = Toolbox.of(built.tools)
     observation = asyncio.run(toolbox.call(ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
                                                     error=None if isinstance(parsed, dict) else
