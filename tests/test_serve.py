@@ -109,12 +109,17 @@ class Served:
 
 
 def start_serve(tmp: Path, pool: Path, *args: str, env: dict[str, str] | None = None) -> Served:
+    return start_serve_command(tmp, ["serve", "--pool", str(pool), *args], env)
+
+
+def start_serve_command(tmp: Path, command: list[str], env: dict[str, str] | None = None) -> Served:
+    """`orchestra <command> --port <free port>` running, once it answers HTTP."""
     import os
 
     port = free_port()
     log = tmp / f"serve-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([ORCHESTRA, "serve", "--pool", str(pool), "--port", str(port), *args],
+        proc = subprocess.Popen([ORCHESTRA, *command, "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     served = Served(proc, port, log)
     deadline = time.monotonic() + 60

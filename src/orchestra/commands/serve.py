@@ -1,4 +1,5 @@
-"""`orchestra serve`: the orchestrator behind an OpenAI-compatible HTTP API (see `orchestra.serve.app`).
+"""`orchestra serve`: the orchestrator behind an OpenAI-compatible HTTP API (see `orchestra.serve.app`);
+`orchestra serve-model`: a local transformers model behind the same API (see `orchestra.serve.model_server`).
 
 Binds 127.0.0.1 unless told otherwise; with no API key configured it refuses any other address (RELIABILITY V10).
 SIGTERM (or Ctrl-C) stops accepting connections and lets open streams finish for `--grace-s` seconds.
@@ -51,11 +52,52 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _run(app, host, port, grace_s)
+
+
+def serve_model(
+    model: Annotated[str, typer.Option(
+        help="tiny (a random tiny model, for tests), bundled (SmolLM2-135M-Instruct), or a checkpoint folder.")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8001,
+    api_keys_file: Annotated[Path | None, typer.Option(
+        help="File of API keys, one per line. Also read: ORCHESTRA_API_KEYS (comma-separated).")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Requests generated together in one model batch.")] = 16,
+    batch_wait_s: Annotated[float, typer.Option(help="How long a batch waits for more requests.")] = 0.01,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens when a request gives no limit.")] = 256,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 4_000_000,
+    grace_s: Annotated[float, typer.Option(help="Seconds open requests get to finish on shutdown.")] = 30.0,
+) -> None:
+    """Serve a local transformers model behind an OpenAI-compatible API (hermes tool calls, batched generation)."""
+    _configure_logging()
+    try:
+        from orchestra.serve.auth import KeyRing
+        from orchestra.serve.model_server import create_model_app, load_model
+
+        keys = KeyRing.load(api_keys_file)
+        _check_bind(host, keys)
+        if max_batch_size < 1 or max_tokens < 1 or max_body_bytes < 1:
+            raise ConfigError("--max-batch-size, --max-tokens and --max-body-bytes must be at least 1")
+        backend = load_model(model, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+        app = create_model_app(backend, keys, max_body_bytes=max_body_bytes, default_max_tokens=max_tokens)
+    except ConfigError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _run(app, host, port, grace_s)
+
+
+def _run(app: Any, host: str, port: int, grace_s: float) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=grace_s,
                             lifespan="on")
     asyncio.run(uvicorn.Server(config).serve())
+
+
+def _check_bind(host: str, keys: Any) -> None:
+    if keys.open and host not in LOCAL_HOSTS:
+        raise ConfigError(f"--host {host}: no API key is configured, so the server only binds 127.0.0.1; give "
+                          "--api-keys-file or ORCHESTRA_API_KEYS to serve other addresses")
 
 
 def build_app(pool: Path | None, overrides: tuple[str, ...], orchestrator: str | None, endpoint_model: str | None,
@@ -67,9 +109,7 @@ def build_app(pool: Path | None, overrides: tuple[str, ...], orchestrator: str |
     from orchestra.serve.episode import ServedPool
 
     keys = KeyRing.load(api_keys_file, default_budget_usd=key_budget_usd)
-    if keys.open and host not in LOCAL_HOSTS:
-        raise ConfigError(f"--host {host}: no API key is configured, so the server only binds 127.0.0.1; give "
-                          "--api-keys-file or ORCHESTRA_API_KEYS to serve other addresses")
+    _check_bind(host, keys)
     if max_body_bytes < 1 or max_concurrent < 1:
         raise ConfigError("--max-body-bytes and --max-concurrent must be at least 1")
     if key_budget_usd is not None and key_budget_usd < 0:
