@@ -311,9 +311,10 @@ try:
 except (RuntimeError, MemoryError) as exc:
     print('STOPPED', len(started), type(exc).__name__)
 """
-    result = run(code, backend)
-    assert result.status == "ok" and "STOPPED" in result.stdout
-    assert int(result.stdout.split()[1]) < SMALL.processes
+    limits = SandboxLimits(wall_s=2.0, memory_mib=512, processes=32)  # memory for 32 stacks: the cap stops it
+    result = run(code, backend, limits)
+    assert result.status == "ok" and "STOPPED" in result.stdout and "RuntimeError" in result.stdout
+    assert limits.processes - 4 <= int(result.stdout.split()[1]) < limits.processes
 
 
 def test_s21_hundred_thousand_descriptors_stop_at_the_cap(backend: str) -> None:

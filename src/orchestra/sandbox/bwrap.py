@@ -22,7 +22,7 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 
 
-def bwrap_command(interp: Interpreter, workdir: str, limits: SandboxLimits, *, seccomp: bool) -> Command:
+def bwrap_command(interp: Interpreter, workdir: str, limits: SandboxLimits, *, seccomp: bytes | None) -> Command:
     argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--hostname", "sandbox"]
     for path in _SYSTEM_DIRS:
@@ -38,5 +38,5 @@ def bwrap_command(interp: Interpreter, workdir: str, limits: SandboxLimits, *, s
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_mib * MIB), "--tmpfs", "/tmp",
              "--bind", workdir, WORKSPACE, "--remount-ro", "/", "--chdir", WORKSPACE, "--"]
     argv += launcher_argv(interp, limits, processes=limits.processes, landlock=None, seccomp=seccomp)
-    layers = ("bwrap", "rlimits", *(("seccomp",) if seccomp else ()), "scrubbed-env")
+    layers = ("bwrap", "rlimits", *(("seccomp",) if seccomp is not None else ()), "scrubbed-env")
     return Command(tuple(argv), scrubbed_env(home=WORKSPACE, tmpdir="/tmp"), workdir, layers)

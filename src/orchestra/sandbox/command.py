@@ -7,6 +7,7 @@ process listing or on disk.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from dataclasses import dataclass
@@ -32,12 +33,12 @@ def launcher_source() -> str:
 
 
 def launcher_argv(interp: Interpreter, limits: SandboxLimits, *, processes: int,
-                  landlock: dict[str, list[str]] | None, seccomp: bool) -> tuple[str, ...]:
+                  landlock: dict[str, list[str]] | None, seccomp: bytes | None) -> tuple[str, ...]:
     """`python -I -S -B -c <launcher> <config>`: isolated mode, no site hooks, no bytecode written."""
     config = {
         "sys_path": list(interp.site_paths),
         "landlock": landlock,
-        "seccomp": seccomp,
+        "seccomp": None if seccomp is None else base64.b64encode(seccomp).decode(),
         "rlimits": {
             "RLIMIT_AS": limits.memory_mib * MIB,
             "RLIMIT_CPU": limits.cpu_s,
@@ -60,4 +61,7 @@ def scrubbed_env(*, home: str, tmpdir: str) -> dict[str, str]:
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # glibc reserves 64 MiB of address space per thread arena; under RLIMIT_AS that would make a few threads
+        # look like an out-of-memory run. Two arenas keep the address-space limit close to real memory use.
+        "MALLOC_ARENA_MAX": "2",
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 from orchestra.sandbox.command import Command, launcher_argv, scrubbed_env
 from orchestra.sandbox.host import Interpreter, landlock_abi
 from orchestra.sandbox.limits import SandboxLimits
+from orchestra.sandbox.seccomp import filter_program
 
 _READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
               "/etc/localtime", "/etc/alternatives", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
@@ -24,6 +25,6 @@ def fallback_command(interp: Interpreter, workdir: str, limits: SandboxLimits, *
     landlock = None
     if abi:
         landlock = {"read": [*_READ_ONLY, interp.prefix, *interp.site_paths], "write": [workdir, "/dev/null"]}
-    argv = launcher_argv(interp, limits, processes=processes, landlock=landlock, seccomp=True)
+    argv = launcher_argv(interp, limits, processes=processes, landlock=landlock, seccomp=filter_program())
     layers = ("rlimits", "seccomp", *((f"landlock-abi{abi}",) if abi else ()), "process-group", "scrubbed-env")
     return Command(argv, scrubbed_env(home=workdir, tmpdir=workdir), workdir, layers)

@@ -98,16 +98,6 @@ def landlock_abi() -> int:
 
 
 @functools.cache
-def seccomp_available() -> bool:
-    """Whether pyseccomp and the system libseccomp load (the fallback path requires them)."""
-    try:
-        import pyseccomp  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
-
-
-@functools.cache
 def bwrap_works() -> bool:
     """Whether bubblewrap is installed and can build a sandbox here, as the user runs will have."""
     path = shutil.which("bwrap")

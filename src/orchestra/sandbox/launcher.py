@@ -3,38 +3,25 @@
 It reads the model's code from stdin, applies every in-process layer, then runs the code in a fresh `__main__`:
   rlimits (address space, CPU, processes, file size, open files, no core) -> no_new_privs -> landlock (fallback
   path: read-only allow-list, writes only in the workdir, no TCP, signals and abstract sockets scoped) -> seccomp
-  deny-list (non-Unix sockets, namespaces, ptrace, io_uring, kernel keyrings and modules, setsid/setpgid).
+  deny-list (compiled by the parent in `orchestra.sandbox.seccomp`; loaded here with one prctl).
 All of these survive fork and exec, so every process the code starts is under the same layers. A layer that was
 asked for and cannot be applied stops the run before the code starts (exit `SETUP_EXIT`): the sandbox fails closed.
 
-Self-contained by design: it is passed as source text, so it imports only the standard library and `pyseccomp`
-(found through the `sys_path` entries of the config). Exit codes: the code's own; 1 for an uncaught exception;
+Self-contained by design: it is passed as source text, so it imports only the standard library; the config's
+`sys_path` (this environment's site-packages) is for the code. Exit codes: the code's own; 1 for an uncaught exception;
 `MEMORY_EXIT` for an uncaught MemoryError; `SETUP_EXIT` when the sandbox could not be built.
 """
 
+import base64
 import ctypes
-import errno
 import json
 import os
 import resource
-import socket
 import struct
 import sys
 
 MEMORY_EXIT = 86
 SETUP_EXIT = 87
-
-_DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root", "chroot", "unshare",
-    "setns", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load", "kexec_file_load",
-    "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff", "userfaultfd", "acct",
-    "quotactl", "open_by_handle_at", "name_to_handle_at", "settimeofday", "clock_settime", "adjtimex",
-    "sethostname", "setdomainname", "iopl", "ioperm", "syslog", "fanotify_init", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "setsid", "setpgid", "mount_setattr", "open_tree", "move_mount",
-    "fsopen", "fsmount", "fsconfig", "fspick",
-)
-_CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
-                          0x00000080)  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 
 _LANDLOCK_CREATE, _LANDLOCK_ADD, _LANDLOCK_RESTRICT = 444, 445, 446
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
@@ -50,16 +37,12 @@ def main():
     os.close(null)
     sys.path.extend(config["sys_path"])
     try:
-        seccomp = None
-        if config["seccomp"]:
-            import pyseccomp as seccomp  # before the address-space limit: loading libseccomp needs memory once
-
         apply_rlimits(config["rlimits"])
         _libc().prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: required by landlock and seccomp
         if config["landlock"] is not None:
             apply_landlock(config["landlock"])
-        if seccomp is not None:
-            apply_seccomp(seccomp)
+        if config["seccomp"] is not None:
+            apply_seccomp(base64.b64decode(config["seccomp"]))
     except Exception as exc:  # noqa: BLE001 - any failure to build the sandbox stops the run, with its reason
         sys.stderr.write(f"sandbox setup failed: {type(exc).__name__}: {exc}\n")
         sys.stderr.flush()
@@ -115,19 +98,15 @@ def _landlock_allow(libc, ruleset, path, access):
         os.close(fd)
 
 
-def apply_seccomp(sc):
-    """Deny (with an errno, so code sees a normal OSError) the syscalls that reach past the sandbox."""
-    rules = sc.SyscallFilter(sc.ALLOW)
-    for name in _DENIED_SYSCALLS:
-        try:
-            rules.add_rule(sc.ERRNO(errno.EPERM), name)
-        except (OSError, ValueError, RuntimeError):
-            continue  # not a syscall on this architecture
-    rules.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
-    for flag in _CLONE_NAMESPACE_FLAGS:
-        rules.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit behind a pointer: make libc use clone()
-    rules.load()
+def apply_seccomp(program):
+    """Load the deny-list compiled by the parent (`orchestra.sandbox.seccomp`): a `struct sock_filter` array."""
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    fprog = SockFprog(len(program) // 8, program)
+    if _libc().prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp filter was refused")
 
 
 def run(source):

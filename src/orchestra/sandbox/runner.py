@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from orchestra.errors import ConfigError
-from orchestra.sandbox import host
+from orchestra.sandbox import host, seccomp
 from orchestra.sandbox.bwrap import bwrap_command
 from orchestra.sandbox.command import Command
 from orchestra.sandbox.fallback import fallback_command
@@ -47,7 +47,8 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits(), *, workspace:
     try:
         with _workdir(workspace, uid) as workdir:
             if path == "bwrap":
-                command = bwrap_command(interp, workdir, limits, seccomp=host.seccomp_available())
+                command = bwrap_command(interp, workdir, limits,
+                                        seccomp=seccomp.filter_program() if seccomp.available() else None)
             else:
                 processes = limits.processes if uid is not None else host.user_process_count() + limits.processes
                 command = fallback_command(interp, workdir, limits, processes=processes)
@@ -69,7 +70,7 @@ def choose_backend(backend: Backend) -> str:
     if backend == "bwrap":
         raise ConfigError("sandbox backend 'bwrap': bubblewrap is not installed or cannot create namespaces "
                           "here (apt-get install bubblewrap)")
-    if not host.seccomp_available():
+    if not seccomp.available():
         raise ConfigError("the fallback sandbox needs seccomp: pip install pyseccomp (and the system libseccomp, "
                           "apt-get install libseccomp2), or install bubblewrap")
     return "fallback"
