@@ -384,6 +384,21 @@ def test_persistent_workspace_keeps_files_between_runs(backend: str, open_dir: P
     assert second.stdout == "42\n" and (open_dir / "state.txt").read_text() == "42"
 
 
+def test_workspace_links_never_hand_a_host_file_to_the_sandbox(backend: str, open_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the workspace to a run's own user")
+    outside = Path(f"/tmp/orchestra-test-host-{uuid.uuid4().hex[:8]}")
+    outside.write_text("host")
+    try:
+        (open_dir / "soft").symlink_to(outside)
+        os.link(outside, open_dir / "hard")
+        result = run("print(open('hard').read())\nopen('hard', 'w').write('pwned')", backend, workspace=open_dir)
+        assert result.status == "error" and "PermissionError" in result.stderr
+        assert outside.stat().st_uid == 0 and outside.read_text() == "host"
+    finally:
+        outside.unlink()
+
+
 def test_setup_failure_is_an_error_result_not_an_exception(backend: str) -> None:
     result = run("print('never')", backend, SandboxLimits(wall_s=2.0, memory_mib=64, processes=32))
     assert result.status in ("ok", "error")

@@ -138,7 +138,8 @@ def user_kwargs(uid: int | None) -> dict[str, object]:
 
 
 def processes_of(uid: int) -> list[int]:
-    """Live (non-zombie) processes owned by `uid`."""
+    """Live (non-zombie) processes whose real uid is `uid` (read from /proc/PID/status, which, unlike the owner
+    of /proc/PID, a process cannot hide by making itself non-dumpable)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -147,8 +148,9 @@ def processes_of(uid: int) -> list[int]:
             text = Path(entry.path, "status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith("Z"):
+        uid_line = text[text.find("\nUid:") + 5:].split(None, 1)
+        state = text[text.find("\nState:") + 7:].split(None, 1)
+        if uid_line[:1] == [str(uid)] and state[:1] != ["Z"]:
             found.append(int(entry.name))
     return found
 

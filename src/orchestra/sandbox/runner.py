@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -55,10 +56,12 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits(), *, workspace:
             if uid is not None:
                 command = Command(command.argv, command.env, command.cwd, ("own-user", *command.layers))
             return _supervise(command, code, limits, uid, path)
-    finally:
-        if uid is not None:
+    except BaseException:
+        if uid is not None:  # _supervise sweeps on every path it returns from; this covers the ones it raises on
             host.kill_user(uid)
-            host.release_uid(uid)
+        raise
+    finally:
+        host.release_uid(uid)
 
 
 def choose_backend(backend: Backend) -> str:
@@ -188,11 +191,22 @@ def _workdir(workspace: str | Path | None, uid: int | None) -> Iterator[str]:
             raise ConfigError(f"sandbox workspace {path}: the run's user cannot reach it; every parent directory "
                               "must be searchable by others (e.g. put it under /tmp)")
     if uid is not None:
-        for root, dirs, files in os.walk(path):
-            for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
-                os.lchown(name, uid, uid)
+        _hand_over(path, uid)
     try:
         yield path
     finally:
         if workspace is None:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _hand_over(path: str, uid: int) -> None:
+    """Give the workspace to this run's uid. Only entries the caller or an earlier run owns change hands, never
+    through a symlink (lchown) and never a file with other hard links, so a planted link cannot hand a host file
+    to the sandbox."""
+    mine = os.geteuid()
+    for root, dirs, files in os.walk(path):
+        for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
+            info = os.lstat(name)
+            ours = info.st_uid == mine or host.UID_BASE <= info.st_uid < host.UID_BASE + host.UID_SPAN
+            if ours and (stat.S_ISDIR(info.st_mode) or info.st_nlink == 1):
+                os.lchown(name, uid, uid)
