@@ -116,6 +116,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "tool": ("orchestra.commands.tool", "app", "Call one tool of a pool directly."),
     "env": ("orchestra.commands.env", "app", "Inspect and check environments."),
     "train": ("orchestra.commands.train", "app", "Train an orchestrator (SFT, GRPO)."),
+    "synth": ("orchestra.commands.synth", "app", "Synthesize τ²-format domains and tasks; export them."),
     "index": ("orchestra.commands.index", "app", "Build, serve and query local search indexes."),
 }
 

@@ -3,7 +3,10 @@
 A domain folder holds `db.json` or `db.toml` (plus the user's `user_db.*` when the domain has a user side), the
 policy (`policy.md` or `main_policy.md`, plus `tech_support_manual.md` when present), the tasks (`tasks.json` or
 `tasks_small.json`, τ² schema) and optionally `split_tasks.json`. The folder's name picks its tools
-(`orchestra.envs.tau.domains`); the default folder is `shared_data()/tau2/<domain>`.
+(`orchestra.envs.tau.domains`), unless the folder has a `tools.json` (a synthesized domain, whose tools are derived:
+`orchestra.envs.tau.domains.derived`); the default folder is `shared_data()/tau2/<domain>`. A task may name the tools
+it shows (`orchestra.tools` in its record): `start` then gives only those (and `ask_user`) and makes them the task's
+`allowed_tools`.
 
 Modes
 - solo (no `user` backend): the task prompt gives the agent the customer's whole scenario (reason for the call,
@@ -24,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +41,11 @@ from orchestra.envs.tau.domains import (
     base_digests,
     bind,
     copy_json,
-    load_domain,
+    domain_for,
     tool_template,
 )
 from orchestra.envs.tau.grade import (
+    USER_TOOL_NAME,
     ActionError,
     GoldenRun,
     TauTaskSpec,
@@ -119,13 +123,13 @@ class TauEnvironment:
     def __init__(self, domain: str = "retail", *, path: str | Path | None = None, user: ChatBackend | None = None,
                  user_sampling: Sampling = USER_SAMPLING, max_user_steps: int = 8):
         self.path = Path(path) if path is not None else shared_data() / "tau2" / domain
-        self.domain: Domain = load_domain(domain)
+        self.domain: Domain = domain_for(self.path, domain)
         self.name = f"tau/{domain}"
         self.user = user
         self.user_sampling = user_sampling
         self.max_user_steps = max_user_steps
         data = _load(self.domain.name, self.path.resolve())
-        self.policy, self._base, self._digests, specs, self.splits = data
+        self.policy, self._base, self._digests, specs, self.splits, self.shown_tools = data
         self.specs: dict[str, TauTaskSpec] = dict(specs)  # own copy: `add_task` must not leak into other envs
         self._templates = _templates(self.domain)
         self._golden: dict[str, GoldenRun] = {}
@@ -150,6 +154,7 @@ class TauEnvironment:
         if spec is None:
             raise ConfigError(f"tau task {task_id!r}: not in {self.path}")
         return Task(id=f"{self.domain.name}/{spec.id}", prompt=self._prompt(spec), system=self.policy,
+                    allowed_tools=self.shown_tools.get(spec.id),
                     metadata={"domain": self.domain.name, "tau_id": spec.id})
 
     def add_task(self, spec: TauTaskSpec) -> Task:
@@ -180,6 +185,10 @@ class TauEnvironment:
                                       history=_render_history(spec.message_history), sampling=self.user_sampling,
                                       max_steps=self.max_user_steps, task_id=task.id)
             tools.append(simulator.tool())
+        shown = self.shown_tools.get(spec.id)
+        if shown is not None:  # the task shows a subset (synthesized tasks: compact prompts)
+            tools = [t for t in tools if t.name in shown or t.name == USER_TOOL_NAME]
+            task = replace(task, allowed_tools=frozenset(t.name for t in tools))
         golden = self.golden(spec)
 
         async def grade_trajectory(trajectory: Trajectory) -> Outcome:
@@ -258,7 +267,8 @@ class TauEnvironment:
 
 
 def check_domain(path: str | Path, domain: str | None = None) -> DomainReport:
-    """Replay every task's golden actions in the domain folder at `path` (its name picks the tools)."""
+    """Replay every task's golden actions in the domain folder at `path` (its tools.json, else its name, picks the
+    tools)."""
     folder = Path(path)
     if not folder.is_dir():
         raise ConfigError(f"tau domain folder {folder}: does not exist")
@@ -272,11 +282,13 @@ def _templates(domain: Domain) -> dict[str, Tool]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(domain_name: str, path: Path) -> tuple[str, Tables, dict, dict[str, TauTaskSpec], dict[str, list[str]]]:
-    """Policy, base tables (never mutated), record digests, task specs and splits of a folder (cached per folder)."""
+def _load(domain_name: str, path: Path) -> tuple[str, Tables, dict, dict[str, TauTaskSpec], dict[str, list[str]],
+                                                 dict[str, frozenset[str]]]:
+    """Policy, base tables (never mutated), record digests, task specs, splits and the tools each task shows (its
+    `orchestra.tools`, when it names them) of a folder (cached per folder)."""
     if not path.is_dir():
         raise ConfigError(f"tau domain folder {path}: does not exist (pass path= or set $ORCHESTRA_DATA)")
-    domain = load_domain(domain_name)
+    domain = domain_for(path, domain_name)
     try:
         tables = domain.load(path)
     except ToolError as exc:
@@ -290,10 +302,13 @@ def _load(domain_name: str, path: Path) -> tuple[str, Tables, dict, dict[str, Ta
     tasks_file = next((path / n for n in ("tasks.json", "tasks_small.json") if (path / n).exists()), None)
     if tasks_file is None:
         raise ConfigError(f"tau domain folder {path}: no tasks.json or tasks_small.json")
-    specs = {s.id: s for s in map(parse_task, json.loads(tasks_file.read_text()))}
+    raw_tasks = json.loads(tasks_file.read_text())
+    specs = {s.id: s for s in map(parse_task, raw_tasks)}
+    shown = {str(r["id"]): frozenset(map(str, r["orchestra"]["tools"])) for r in raw_tasks
+             if isinstance(r.get("orchestra"), dict) and r["orchestra"].get("tools") is not None}
     splits_file = path / "split_tasks.json"
     splits = json.loads(splits_file.read_text()) if splits_file.exists() else {}
-    return policy, tables, base_digests(tables), specs, splits
+    return policy, tables, base_digests(tables), specs, splits, shown
 
 
 def _merge_record(db: Db, table: str, key: str, update: Mapping[str, Any]) -> None:

@@ -234,6 +234,15 @@ def load_domain(name: str) -> Domain:
     return importlib.import_module(module).DOMAIN
 
 
+def domain_for(folder: Path, name: str) -> Domain:
+    """The domain of a folder: derived from its `tools.json` when it has one, else the hand-written `name`."""
+    if (Path(folder) / "tools.json").is_file():
+        from orchestra.envs.tau.domains.derived import load_derived
+
+        return load_derived(Path(folder))
+    return load_domain(name)
+
+
 def read_data_file(folder: Path, stem: str) -> dict[str, Any] | None:
     """`<stem>.json` or `<stem>.toml` in `folder`, parsed; None when neither exists."""
     import tomllib
