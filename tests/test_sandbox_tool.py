@@ -46,7 +46,7 @@ async def test_limits_and_exceptions_come_back_as_error_observations() -> None:
         ToolCall("b", "code_interpreter", {"code": "1 / 0"}),
         ToolCall("c", "code_interpreter", {"source": "print(1)"}),
     ])
-    assert slow.status == "tool_error" and slow.content.startswith("status: timeout (timed out after 1 s")
+    assert slow.status == "tool_error" and slow.content.startswith("status: timeout (passed the wall-clock limit of 1 s)")
     assert 1.0 * SANDBOX_USD_PER_SECOND <= slow.cost_usd <= 2.0 * SANDBOX_USD_PER_SECOND
     assert raised.status == "tool_error" and "ZeroDivisionError" in raised.content
     assert malformed.status == "format_error" and "code" in malformed.content and malformed.cost_usd == 0

@@ -113,7 +113,7 @@ def _supervise(command: Command, code: str, limits: SandboxLimits, uid: int | No
 
 def _classify(returncode: int, timed_out: bool, limits: SandboxLimits, path: str) -> tuple[Status, str]:
     if timed_out:
-        return "timeout", f"timed out after {limits.wall_s:g} s (wall-clock limit)"
+        return "timeout", f"passed the wall-clock limit of {limits.wall_s:g} s"
     # bwrap reports a child killed by signal N as exit status 128 + N
     signum = -returncode if returncode < 0 else returncode - 128 if path == "bwrap" and returncode > 128 else 0
     if signum == signal.SIGXCPU:
