@@ -349,6 +349,13 @@ def test_trajectories_are_written_without_keys_and_logs_hold_no_key(served: Serv
     assert "401" in served.stderr()  # the wrong-key requests were logged, without the key
 
 
+def test_the_viewer_shows_the_served_episodes_behind_the_keys(served: Served) -> None:
+    root = served.base_url.removesuffix("/v1")
+    page = httpx.get(f"{root}/trajectories", headers={"Authorization": f"Bearer {KEY_A}"})
+    assert page.status_code == 200 and "chatcmpl-" in page.text and "calculator" in page.text
+    assert httpx.get(f"{root}/trajectories").status_code == 401
+
+
 def test_models_lists_the_orchestrator(served: Served) -> None:
     assert {m.id for m in served.client().models.list().data} == {"scripted", "orchestra"}
 

@@ -111,6 +111,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
     "serve": ("orchestra.commands.serve", "serve", "Serve the orchestrator behind an OpenAI-compatible API."),
     "serve-model": ("orchestra.commands.serve", "serve_model", "Serve a local model behind an OpenAI-compatible API."),
+    "export": ("orchestra.commands.export", "export", "Export a run folder's items and tool calls to Parquet."),
+    "view": ("orchestra.commands.view", "view", "Browse a run folder's episodes in the trajectory viewer."),
 }
 GROUPS: dict[str, tuple[str, str, str]] = {
     "tool": ("orchestra.commands.tool", "app", "Call one tool of a pool directly."),

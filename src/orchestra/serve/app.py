@@ -9,6 +9,7 @@ is read), then the routes, which check the request (400/404 naming the field), t
 concurrency slots (503, at once) before an episode starts. Every error, including unknown routes and methods, has
 the OpenAI shape `{"error": {"message", "type", "code"}}`; no message repeats a header, so keys never echo back.
 
+`GET /trajectories` is the trajectory viewer (`serve.viewer`) over those episodes (behind the same keys).
 Trajectories (`--trajectories DIR`) are appended to `DIR/trajectories.jsonl`, one redacted line per episode, each
 written whole and fsynced before the episode's response ends; a graceful shutdown (uvicorn's, on SIGTERM: stop
 accepting, let open streams finish within the grace period) therefore leaves every answered episode on disk.
@@ -32,7 +33,9 @@ from orchestra.serve.episode import EpisodeJob, ServedPool, prepare
 from orchestra.serve.http import error_response, guarded
 from orchestra.serve.limits import BodyTooLarge, Slots, too_large_body
 from orchestra.serve.respond import EpisodeResponse
+from orchestra.serve.runs import TRAJECTORIES, RunItem, load_run
 from orchestra.serve.schema import ChatRequest, RequestError, error_body, parse_body
+from orchestra.serve.viewer import viewer_router
 from orchestra.trajectory import append_trajectory
 from orchestra.types import Trajectory
 
@@ -70,9 +73,14 @@ def create_app(settings: ServeSettings) -> Any:
     async def record(trajectory: Trajectory, job: EpisodeJob) -> None:
         if settings.trajectories_dir is None:
             return
+        p = job.preferences
+        preferences = None if p is None else {"instruction": p.describe(), "outcome": p.outcome, "cost": p.cost,
+                                              "latency": p.latency, "tool_weights": dict(p.tool_weights)}
         stamped = replace(trajectory, metadata={**trajectory.metadata, "account": job.account.id,
-                                                "served": True})
-        await asyncio.to_thread(append_trajectory, settings.trajectories_dir / "trajectories.jsonl", stamped)
+                                                "served": True, "preferences": preferences})
+        await asyncio.to_thread(append_trajectory, settings.trajectories_dir / TRAJECTORIES, stamped)
+
+    app.include_router(viewer_router(lambda: _served_run(settings.trajectories_dir), "orchestra serve: episodes"))
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -105,6 +113,12 @@ def create_app(settings: ServeSettings) -> Any:
                                include_usage=request_.include_usage, record=record, release=slots.release)
 
     return guarded(app, settings.keys, settings.max_body_bytes)
+
+
+def _served_run(folder: Path | None) -> list[RunItem]:
+    if folder is None or not (folder / TRAJECTORIES).is_file():
+        return []
+    return load_run(folder / TRAJECTORIES)
 
 
 def _model_card(model_id: str) -> dict[str, Any]:
