@@ -95,7 +95,7 @@ def test_tiny_domain_derives_typed_tools_with_policy_constraints(tiny: Path) -> 
 
 @pytest.mark.parametrize(("tool", "arguments", "message"), [
     ("update_order_status", {"order_id": "O2", "status": "pending"}, "cannot become"),  # O2 is cancelled: final
-    ("update_order_status", {"order_id": "O1", "status": "shipped"}, "already"),
+    ("update_order_status", {"order_id": "O1", "status": "shipped"}, "already"),  # O1 is shipped
     ("create_order", {"customer_id": "C99", "status": "pending"}, "no such record"),
     ("create_order", {"customer_id": "C1", "status": "pending", "total": -3.0}, "negative"),
     ("delete_customer", {"customer_id": "C1"}, ""),  # customers reference nothing: no delete tool derived
@@ -129,7 +129,7 @@ def test_tiny_domain_tasks_cover_every_kind_and_difficulty(tiny: Path) -> None:
         assert meta["difficulty"] == len(task["evaluation_criteria"]["actions"])
         golden = {a["name"] for a in task["evaluation_criteria"]["actions"]}
         assert golden < set(meta["tools"]) and len(meta["tools"]) - len(golden) in (1, 2, 3, 4)
-    assert {r for t in tasks if (r := t["orchestra"]["refusal_reason"])} >= {"final_status", "already_set"}
+    assert {r for t in tasks if (r := t["orchestra"]["refusal_reason"])} == {"final_status", "policy_frozen"}
     splits = json.loads((tiny / "split_tasks.json").read_text())
     assert sorted(splits["train"] + splits["test"]) == sorted(t["id"] for t in tasks) and splits["test"]
     report = check_domain(tiny)
@@ -150,9 +150,11 @@ async def test_golden_trajectories_solve_every_task_and_empty_ones_solve_none(ti
         assert not (await env.start(task).grade(empty)).solved, task.id
 
 
-async def test_refusal_needs_the_reason_and_an_unchanged_database(tiny: Path) -> None:
-    env = TauEnvironment("shop", path=tiny)
-    raw = [t for t in json.loads((tiny / "tasks.json").read_text()) if t["orchestra"]["kind"] == "refusal"
+async def test_refusal_needs_the_reason_and_an_unchanged_database(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    synthesize(write_domain(tmp_path / "src" / "shop"), 120, 5, folder)
+    env = TauEnvironment("shop", path=folder)
+    raw = [t for t in json.loads((folder / "tasks.json").read_text()) if t["orchestra"]["kind"] == "refusal"
            and t["orchestra"]["refused"] and t["orchestra"]["difficulty"] <= 2]
     assert raw
     for spec in raw:

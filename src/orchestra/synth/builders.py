@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 Action = tuple[str, dict[str, Any]]
 WEAK = frozenset({"yes", "no", "none", "null", "true", "false", "n/a", "", "0", "1"})
 MAX_VALUE_CHARS = 60
+REFUSAL_REASONS = ("final_status", "policy_frozen")
+"""A change to a final status, or to a field the policy freezes. (Asking for the value a field already has is left
+out: the value to communicate would be the customer's own words, so an agent echoing the request would pass.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ def new_value(tool: ToolDef, record: dict[str, Any], rng: random.Random) -> Any:
             options = [v for v in allowed[str(current)] if v != current]
         else:
             options = [v for v in param.enum if v != current]
+        wanted = [v for v in options if v.lower() in templates.VERBS]  # values customers ask for (cancel, freeze)
+        if wanted and tool.field and tool.field.rsplit(".", 1)[-1] in ("status", "state"):
+            options = wanted
         return rng.choice(options) if options else None
     if "email" in field and isinstance(current, str) and "@" in current:
         local, _, domain = current.partition("@")
@@ -232,7 +238,7 @@ def build_multi(ctx: Context, rng: random.Random, difficulty: int) -> Draft | No
 
 def build_refusal(ctx: Context, rng: random.Random, difficulty: int) -> Draft | None:
     mixed = difficulty >= 3
-    reason = rng.choice(("final_status", "already_set", "policy_frozen"))
+    reason = rng.choice(REFUSAL_REASONS)
     blocked = _blocked_change(ctx, rng, reason)
     if blocked is None:
         return None
@@ -332,22 +338,22 @@ def _blocked_change(ctx: Context, rng: random.Random, reason: str) -> tuple | No
         value = rng.choice([v for v in field.enum if v != current] or [current])
         return table, key, record, None, value, current, field.label
     options = [(t, tool) for t, tools in _tables_with(ctx, "update") for tool in tools if tool.parameters[1].enum]
-    if reason == "final_status":
-        options = [(t, tool) for t, tool in options if final_of(tool)]
+    options = [(t, tool) for t, tool in options if final_of(tool)]
     if not options:
         return None
     table, tool = rng.choice(options)
     field = tool.field or ""
     finals = final_of(tool)
-    wanted = (lambda r: str(get_path(r, field)) in finals) if reason == "final_status" else (
-        lambda r: get_path(r, field) is not None and str(get_path(r, field)) not in finals)
-    picked = pick(ctx, table, rng, keep=lambda r: wanted(r) and _text(get_path(r, field)) not in WEAK)
+    picked = pick(ctx, table, rng, keep=lambda r: str(get_path(r, field)) in finals and _text(get_path(r, field))
+                  not in WEAK)
     if not picked:
         return None
     key, record = picked[0]
     current = str(get_path(record, field))
     others = [v for v in tool.parameters[1].enum or () if v != current]
-    value = rng.choice(others) if reason == "final_status" and others else current
+    if not others:
+        return None
+    value = rng.choice(others)
     return table, key, record, tool, value, current, _label(ctx, table, tool)
 
 

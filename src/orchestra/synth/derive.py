@@ -71,11 +71,10 @@ def derive_policy(schema: DomainSchema, tools: ToolsFile, frozen: tuple[FrozenFi
     role = next((line.strip() for line in policy.splitlines() if re.search(r"\bas an? .*agent", line, re.I)),
                 f"As a {schema.name} agent, you help customers with their records.")
     role = role.rstrip(":") + ("." if role.endswith(":") else "")
-    role = role.replace("help users.", "help customers with the records below.")
+    role = role.replace("help users.", "help customers with the records below.").split(". ")[0].rstrip(".") + "."
     lines = [f"# {schema.name.title()} agent policy", "", role, "",
-             "- Use the tools to look records up before acting; never make up information.",
-             "- Change a record only as the customer asks, after checking it allows the change.",
-             "- Refuse requests the rules forbid, and tell the customer why (the current value that blocks it)."]
+             "- Look records up before acting; never make up information.",
+             "- Refuse what the rules forbid and tell the customer why (the value that blocks it)."]
     finals = sorted({f"{t.table}: {c.field} {v}" for t in tools.tools for c in t.constraints
                      if c.type == "transitions" and c.allowed for v, nxt in c.allowed.items() if not nxt})
     if finals:

@@ -16,8 +16,7 @@ drafts a task of that difficulty for one kind:
 - multi: two records, each read and changed;
 - create / delete: read the parent record(s), then create a child record (its new id is to be communicated); read a
   record, then delete it;
-- refusal: the customer asks for a change the rules forbid (a final status, a value it already has, a field the
-  policy freezes); golden actions are the reads that show why, the database must stay unchanged and the reason (the
+- refusal: the customer asks for a change the rules forbid (a final status, a field the policy freezes); golden actions are the reads that show why, the database must stay unchanged and the reason (the
   blocking current value) is to be communicated; at d >= 3 mixed with an allowed change of another record.
 Every draft is verified by replaying its golden actions through the same tool functions the environment binds:
 no action fails; write kinds change the database and the others do not; every communicated value appears in what

@@ -28,6 +28,9 @@ MAX_ENUM = 8
 KEY_AGREEMENT = 0.8
 KEY_SUFFIXES = ("_id", "_ref", "_key", "_number", "_code")
 _GENERIC_STEMS = {"id", "key", "ref", "group", "code", "number", "item"}
+_VAGUE = frozenset({"status", "state", "type", "method", "mode", "given", "family", "value", "amount", "current",
+                    "available", "code", "email", "phone", "level", "international", "domestic", "total"})
+"""Last path parts that need their parent to mean something to a customer ('kyc.status' -> 'kyc status')."""
 _ID_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-]{1,24}$")
 
 
@@ -46,7 +49,8 @@ class FieldInfo:
     references: str | None = None
     label: str = ""
     """How a customer names it: the last part of the path ('name.first_name' -> 'first name'), with its parent when
-    another field of the table ends the same ('address.city' and 'arena.address.city')."""
+    another field of the table ends the same ('address.city' and 'arena.address.city') or the part alone is vague
+    ('contact.email' -> 'contact email')."""
 
     @property
     def status_like(self) -> bool:
@@ -179,7 +183,7 @@ def _fields(rows: dict[str, dict[str, Any]], key: str, table: str, key_sets: dic
 def _label(path: str, paths: Mapping[str, Any]) -> str:
     parts = path.split(".")
     clash = sum(p.split(".")[-1] == parts[-1] for p in paths) > 1
-    words = parts[-2:] if clash and len(parts) > 1 else parts[-1:]
+    words = parts[-2:] if (clash or parts[-1] in _VAGUE) and len(parts) > 1 else parts[-1:]
     return " ".join(w.replace("_", " ").replace("-", " ") for w in words).strip()
 
 

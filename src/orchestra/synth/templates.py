@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 VERBS = {"cancelled": "cancel", "canceled": "cancel", "frozen": "freeze", "blocked": "block", "suspended": "suspend",
          "active": "reactivate", "revoked": "revoke", "verified": "verify", "on-hold": "put on hold",
-         "on_hold": "put on hold", "postponed": "postpone", "confirmed": "confirm"}
+         "on_hold": "put on hold", "postponed": "postpone", "confirmed": "confirm", "refunded": "refund"}
 CONFIRM = "You confirm the change."
 ACCEPT = "If it cannot be done, you accept the reason."
 
