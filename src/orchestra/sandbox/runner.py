@@ -106,7 +106,8 @@ def _supervise(command: Command, code: str, limits: SandboxLimits, uid: int | No
         message = stderr.strip().splitlines()[-1] if stderr.strip() else "sandbox setup failed"
     exit_code = None if proc.returncode < 0 or status == "killed" else proc.returncode
     return SandboxResult(
-        status=status, exit_code=exit_code, stdout=out.text(), stderr=stderr, stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+        status=status, exit_code=exit_code, stdout=out.text(), stderr=stderr,
+        stdout_truncated=out.truncated, stderr_truncated=err.truncated,
         duration_s=time.monotonic() - started, backend=path,  # type: ignore[arg-type]
         layers=command.layers, message=message)
 
