@@ -8,6 +8,7 @@ Lifecycle cases (V5 shutdown, V6 disconnect, V10 binding) are in tests/test_serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -282,6 +283,23 @@ def test_v2_oversized_body_refused_before_it_is_read_whole(served: Served) -> No
         head = received.decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head
     assert '"request_too_large"' in head
+
+
+def test_v2_a_chunked_body_is_cut_off_at_the_cap(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        piece = b"x" * 8192
+        try:
+            for _ in range(64):  # 512 KiB offered; the server stops reading after 20,000 bytes
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 413") and b'"request_too_large"' in received
 
 
 def test_v3_per_key_budget_under_20_concurrent_requests(served: Served, upstream: ScriptedOpenAIServer) -> None:

@@ -4,6 +4,7 @@ episode and the model call it runs), V10 (binds 127.0.0.1; refuses other address
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -17,8 +18,8 @@ import openai
 import pytest
 
 from orchestra.trajectory import read_trajectories
-from tests.servers.scripted_openai import ScriptedOpenAIServer
-from tests.test_serve import ORCHESTRA, route, start_serve, write_pool
+from tests.servers.scripted_openai import Reply, ScriptedOpenAIServer
+from tests.test_serve import ORCHESTRA, route, start_serve, start_serve_command, write_pool
 
 
 class HangServer:
@@ -178,6 +179,25 @@ def test_v10_binds_loopback_by_default(tmp_path: Path, upstream: ScriptedOpenAIS
             served.client(key=None).models.list()
     finally:
         served.stop()
+
+
+def test_default_pool_and_an_orchestrator_override(tmp_path: Path, upstream: ScriptedOpenAIServer) -> None:
+    bundled = start_serve_command(tmp_path, ["serve"])  # the embedded pool; its model loads on first use only
+    try:
+        assert [m.id for m in bundled.client(key=None).models.list().data] == ["smollm2-135m-instruct", "orchestra"]
+    finally:
+        bundled.stop()
+    with ScriptedOpenAIServer(lambda request: Reply("from the other orchestrator", usage=(5, 5))) as other:
+        pool = write_pool(tmp_path / "pool.yaml", upstream.base_url)
+        served = start_serve(tmp_path, pool, "--orchestrator", other.base_url, "--endpoint-model", "scripted")
+        try:
+            response = served.client(key=None).chat.completions.create(
+                model="scripted", messages=[{"role": "user", "content": "hi"}])
+            assert response.choices[0].message.content == "from the other orchestrator"
+            assert len(other.requests) == 1 and not upstream.requests
+            assert "calculator" in json.dumps(other.requests[0].body["tools"])  # the pool's tools are kept
+        finally:
+            served.stop()
 
 
 def _outward_address() -> str | None:

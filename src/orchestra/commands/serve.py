@@ -130,8 +130,7 @@ def _override_orchestrator(served: Any, spec: str, endpoint_model: str | None, p
 
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
 
-    resolved = resolve_orchestrator(spec, SpecContext(env=None, prices=prices, pool=pool,  # type: ignore[arg-type]
-                                                      endpoint_model=endpoint_model))
+    resolved = resolve_orchestrator(spec, SpecContext(prices=prices, pool=pool, endpoint_model=endpoint_model))
     limits = served.limits
     if resolved.max_turns is not None:
         limits = replace(limits, max_turns=resolved.max_turns)
