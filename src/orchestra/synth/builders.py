@@ -172,6 +172,8 @@ def build_read(ctx: Context, rng: random.Random, difficulty: int) -> Draft | Non
     values = [dict(askable(table, r)) for _, r in picked]
     if any(label not in v for v in values for label in chosen):
         return None
+    if len({v[label] for v in values for label in chosen}) < len(values) * len(chosen):
+        return None  # the same answer for several records could be guessed once for all
     plan = _reads(ctx, table, picked, difficulty - entities, rng)
     if plan is None:
         return None

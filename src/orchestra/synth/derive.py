@@ -6,8 +6,8 @@ Per table (see `orchestra.envs.tau.domains.derived` for what each kind does and 
   `transitions`: every value may move to any other, except final values, which move nowhere), preference-like enums
   (meal, room, delivery method...) and contact fields (e-mail with the `email` rule, phone); every update must change
   its field (`changes_value`);
-- `create_<entity>` and `delete_<entity>` for tables that reference another table (child records: bookings,
-  beneficiaries): create takes the references (`exists`), the status (non-final values only) and up to two number
+- `create_<entity>` and `delete_<entity>` for tables that reference a table of people or businesses (one with an
+  e-mail or phone field; the child records are theirs: bookings, beneficiaries, reservations): create takes the references (`exists`), the status (non-final values only) and up to two number
   fields (`non_negative`); delete is refused while another table still references the record (`not_referenced`).
 Final status values: a fixed vocabulary (cancelled, closed, refunded, ...) plus the values a policy sentence says
 "cannot" change. A field the policy says cannot be changed ("Health insurance selection cannot be changed") gets no
@@ -60,7 +60,7 @@ def derive_tools(schema: DomainSchema, policy: str) -> tuple[ToolsFile, tuple[Fr
         frozen_here = {f.field for f in frozen if f.table == table.name}
         for field in updatable_fields(table, frozen_here):
             tools.append(_update(table, field, final_values(field, sentences)))
-        if table.references:
+        if any(_has_contact(schema.table(f.references or "")) for f in table.references):
             tools.append(_create(table, sentences))
             tools.append(_delete(table, tuple(referenced_by[table.name])))
     return ToolsFile(domain=schema.name, tables=tables, tools=tuple(tools)), frozen
@@ -114,6 +114,11 @@ def final_values(field: FieldInfo, sentences: list[str]) -> tuple[str, ...]:
     return tuple(finals) if len(finals) < len(field.enum) else ()
 
 
+def _has_contact(table: TableInfo) -> bool:
+    """A table of people or businesses (it has an e-mail or phone field): the records hanging off it are theirs."""
+    return any("email" in f.path or "phone" in f.path for f in table.fields)
+
+
 def param_name(path: str) -> str:
     return path.replace(".", "_").replace("-", "_")
 
@@ -137,13 +142,13 @@ def _example(field: FieldInfo | None) -> str:
 
 
 def _key_param(table: TableInfo) -> Param:
-    return Param(name=param_name(table.key), description=f"The {table.entity}'s {table.key}"
-                 f"{_example(table.field(table.key))}.", field=table.key)
+    return Param(name=param_name(table.key), description=f"The {table.key}{_example(table.field(table.key))}.",
+                 field=table.key)
 
 
 def _lookup(table: TableInfo) -> ToolDef:
     return ToolDef(name=f"get_{table.entity}", kind="lookup", table=table.name, parameters=(_key_param(table),),
-                   description=f"Get a {table.entity} by its {table.key}.")
+                   description=f"Get a {table.entity} by {table.key}.")
 
 
 def _search(table: TableInfo) -> ToolDef | None:
@@ -151,9 +156,9 @@ def _search(table: TableInfo) -> ToolDef | None:
     if not fields:
         return None
     return ToolDef(name=f"search_{table.name}", kind="search", table=table.name, parameters=(
-        Param(name="field", description="The field to match.", enum=tuple(f.path for f in fields)),
-        Param(name="value", description="The value it must equal (case-insensitive).")),
-        description=f"Find the {table.entity}_ids whose field equals a value (at most 10).")
+        Param(name="field", description="Field to match.", enum=tuple(f.path for f in fields)),
+        Param(name="value", description="Value it equals (any case).")),
+        description=f"Find {table.entity} ids by a field's value (at most 10).")
 
 
 def _update(table: TableInfo, field: FieldInfo, finals: tuple[str, ...]) -> ToolDef:

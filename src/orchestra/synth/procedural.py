@@ -192,10 +192,13 @@ def _one_task(ctx: Context, i: int, seed: int, seen: set[str], rejections: Count
 def _task_json(ctx: Context, draft: Draft, task_id: str, rng: random.Random, seed: int) -> dict[str, Any]:
     used = list(dict.fromkeys([n for n, _ in draft.actions] + ([draft.refused[0]] if draft.refused else [])))
     tables = {ctx.tool_defs[n].table for n in used if n in ctx.tool_defs}
-    near = [t.name for t in ctx.tools.tools if t.name not in used and t.table in tables]
-    far = [t.name for t in ctx.tools.tools if t.name not in used and t.table not in tables]
+    light = len(draft.actions) <= 2  # easy tasks: one distractor, not a search (its field enum is long)
+    near = [t.name for t in ctx.tools.tools if t.name not in used and t.table in tables
+            and not (light and t.kind == "search")]
+    far = [t.name for t in ctx.tools.tools if t.name not in used and t.table not in tables
+           and not (light and t.kind == "search")]
     pool = rng.sample(near, min(len(near), 2)) + rng.sample(far, min(len(far), 1))
-    distractors = pool[: 1 if len(draft.actions) <= 2 else rng.randint(1, 3)]  # easy tasks: short prompts
+    distractors = pool[: 1 if light else rng.randint(1, 3)]
     return {
         "id": task_id,
         "description": {"purpose": draft.purpose},
