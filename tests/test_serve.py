@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -372,6 +373,12 @@ def test_the_viewer_shows_the_served_episodes_behind_the_keys(served: Served) ->
     page = httpx.get(f"{root}/trajectories", headers={"Authorization": f"Bearer {KEY_A}"})
     assert page.status_code == 200 and "chatcmpl-" in page.text and "calculator" in page.text
     assert httpx.get(f"{root}/trajectories").status_code == 401
+    mine = re.findall(r'href="/trajectories/(chatcmpl-[0-9a-f]+)"', page.text)
+    other = httpx.get(f"{root}/trajectories", headers={"Authorization": f"Bearer {KEY_B}"}).text
+    theirs = re.findall(r'href="/trajectories/(chatcmpl-[0-9a-f]+)"', other)
+    assert mine and theirs and not set(mine) & set(theirs)  # each key sees only its own episodes
+    hidden = httpx.get(f"{root}/trajectories/{mine[0]}", headers={"Authorization": f"Bearer {KEY_B}"})
+    assert hidden.status_code == 404
 
 
 def test_models_lists_the_orchestrator(served: Served) -> None:

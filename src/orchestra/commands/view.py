@@ -31,7 +31,7 @@ def view(
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
     app = FastAPI(title="orchestra viewer", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(viewer_router(lambda: load_run(run_dir), f"orchestra: {run_dir.name or run_dir}"))
+    app.include_router(viewer_router(lambda request: load_run(run_dir), f"orchestra: {run_dir.name or run_dir}"))
 
     @app.get("/")
     async def root() -> RedirectResponse:

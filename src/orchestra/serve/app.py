@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from orchestra.serve.auth import KeyRing
+from orchestra.serve.auth import OPEN, Account, KeyRing
 from orchestra.serve.episode import EpisodeJob, ServedPool, prepare
 from orchestra.serve.http import error_response, guarded
 from orchestra.serve.limits import BodyTooLarge, Slots, too_large_body
@@ -80,7 +80,9 @@ def create_app(settings: ServeSettings) -> Any:
                                                 "served": True, "preferences": preferences})
         await asyncio.to_thread(append_trajectory, settings.trajectories_dir / TRAJECTORIES, stamped)
 
-    app.include_router(viewer_router(lambda: _served_run(settings.trajectories_dir), "orchestra serve: episodes"))
+    app.include_router(viewer_router(lambda request: _served_run(settings.trajectories_dir,
+                                                                 request.scope["state"]["account"]),
+                                     "orchestra serve: episodes"))
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -115,10 +117,14 @@ def create_app(settings: ServeSettings) -> Any:
     return guarded(app, settings.keys, settings.max_body_bytes)
 
 
-def _served_run(folder: Path | None) -> list[RunItem]:
+def _served_run(folder: Path | None, account: Account) -> list[RunItem]:
+    """The served episodes `account` may see: its own (all of them on an open server)."""
     if folder is None or not (folder / TRAJECTORIES).is_file():
         return []
-    return load_run(folder / TRAJECTORIES)
+    items = load_run(folder / TRAJECTORIES)
+    if account is OPEN:
+        return items
+    return [i for i in items if i.trajectory.metadata.get("account") == account.id]
 
 
 def _model_card(model_id: str) -> dict[str, Any]:

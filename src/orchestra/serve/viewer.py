@@ -6,7 +6,8 @@ each turn's orchestrator reply and tool calls with status, cost and latency, and
 `orchestra serve` (over its `--trajectories` folder, behind the same API keys) and by `orchestra view RUN_DIR`.
 
 Every value from a run is HTML-escaped (model and tool output is untrusted text); the pages run no script.
-The folder is read again on every request, so a live server's page shows its latest episodes.
+The folder is read again on every request, so a live server's page shows its latest episodes. Behind API keys,
+a caller sees only the episodes its own key ran (`metadata.account`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from collections.abc import Callable
 from urllib.parse import quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from orchestra.serve.runs import RunItem
@@ -33,19 +34,21 @@ pre{white-space:pre-wrap;margin:4px 0;background:#f3f5f9;padding:6px;border-radi
 """
 
 
-def viewer_router(load: Callable[[], list[RunItem]], title: str) -> APIRouter:
+def viewer_router(load: Callable[[Request], list[RunItem]], title: str) -> APIRouter:
+    """The viewer's routes; `load(request)` gives the items the caller may see."""
     router = APIRouter()
 
     @router.get("/trajectories", response_class=HTMLResponse)
-    async def listing(solved: str = "", termination: str = "", max_cost: str = "", q: str = "") -> HTMLResponse:
-        items = load()
+    async def listing(request: Request, solved: str = "", termination: str = "", max_cost: str = "",
+                      q: str = "") -> HTMLResponse:
+        items = load(request)
         shown = [i for i in items if _keep(i, solved, termination, max_cost, q)]
         filters = {"solved": solved, "termination": termination, "max_cost": max_cost, "q": q}
         return HTMLResponse(_page(title, _filters(items, filters) + _table(shown, len(items))))
 
     @router.get("/trajectories/{item_id:path}", response_class=HTMLResponse)
-    async def detail(item_id: str) -> HTMLResponse:
-        item = next((i for i in load() if i.id == item_id), None)
+    async def detail(request: Request, item_id: str) -> HTMLResponse:
+        item = next((i for i in load(request) if i.id == item_id), None)
         if item is None:
             return HTMLResponse(_page(title, f"<p>No item {_e(item_id)} in this run.</p>"), 404)
         return HTMLResponse(_page(f"{title}: {item.id}", _episode(item)))
