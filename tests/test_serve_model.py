@@ -153,3 +153,30 @@ def test_the_command_batches_concurrent_requests_of_the_tiny_model(tmp_path) -> 
         assert stats["rows"] == 8 and stats["generate_calls"] < 8  # requests shared model batches
     finally:
         served.stop()
+
+
+@pytest.mark.integration
+def test_smollm2_behind_serve_model_orchestrates_behind_serve(tmp_path) -> None:
+    """The whole stack over real HTTP: the openai client -> orchestra serve -> serve-model -> SmolLM2-135M."""
+    import yaml
+
+    from tests.test_serve import start_serve
+
+    model = start_serve_command(tmp_path, ["serve-model", "--model", "bundled"])
+    try:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(yaml.safe_dump({
+            "orchestrator": {"kind": "openai", "model": "smollm2-135m-instruct", "base_url": model.base_url,
+                             "max_tokens": 48, "timeout_s": 300, "max_attempts": 1},
+            "tools": [{"builtin": "calculator"}], "limits": {"max_turns": 2}}))
+        served = start_serve(tmp_path, pool)
+        try:
+            response = served.client(key=None, timeout=600).chat.completions.create(
+                model="orchestra", messages=[{"role": "user", "content": "What is 17 * 23?"}])
+        finally:
+            served.stop()
+        assert response.orchestra["termination"] in ("final_message", "max_turns", "answered")
+        assert response.usage.turns >= 1 and response.usage.prompt_tokens > 100  # the real tokenizer counted them
+        assert httpx.get(f"{model.base_url}/stats").json()["rows"] == response.usage.turns
+    finally:
+        model.stop()
