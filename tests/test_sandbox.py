@@ -44,10 +44,19 @@ def confined(backend: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_running() -> Iterator[None]:
-    before = set(_sandbox_processes())
+def nothing_left_running(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """After each test, no process of any uid its runs were given is alive (only this test's uids: other test
+    sessions on the machine may be running sandboxes of their own)."""
+    allocated: list[int] = []
+    allocate = host.allocate_uid
+
+    def recording() -> int:
+        allocated.append(allocate())
+        return allocated[-1]
+
+    monkeypatch.setattr(host, "allocate_uid", recording)
     yield
-    left = set(_sandbox_processes()) - before
+    left = {uid: pids for uid in allocated if (pids := host.processes_of(uid))}
     assert not left, f"sandbox processes outlived the test: {left}"
 
 
@@ -222,22 +231,6 @@ for family, address in ((socket.AF_INET, ('127.0.0.1', {listener.port})),
 
 def _layers(backend: str) -> tuple[str, ...]:
     return run_python("pass", SMALL, backend=backend).layers  # type: ignore[arg-type]
-
-
-def _sandbox_processes() -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                uid = os.stat(entry.path).st_uid
-            except OSError:
-                continue
-            if host.UID_BASE <= uid < host.UID_BASE + host.UID_SPAN:
-                state = Path(entry.path, "stat").read_text().rsplit(")", 1)[-1].split()[0] \
-                    if Path(entry.path, "stat").exists() else "?"
-                if state != "Z":
-                    found.append(int(entry.name))
-    return found
 
 
 def _marked(marker: str) -> list[int]:

@@ -1,15 +1,14 @@
 """The command line, environment and working directory of one sandboxed run, shared by both paths.
 
 The environment is built from nothing (never copied from the host): API keys and every other host variable stay
-out. The launcher gets its settings as one JSON argument and the code on stdin, so the code never appears in a
-process listing or on disk.
+out. The launcher gets its settings as one argument (marshal, hex-encoded) and the code on stdin, so the code never
+appears in a process listing or on disk.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
+import marshal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def launcher_argv(interp: Interpreter, limits: SandboxLimits, *, processes: int,
     config = {
         "sys_path": list(interp.site_paths),
         "landlock": landlock,
-        "seccomp": None if seccomp is None else base64.b64encode(seccomp).decode(),
+        "seccomp": seccomp,
         "rlimits": {
             "RLIMIT_AS": limits.memory_mib * MIB,
             "RLIMIT_CPU": limits.cpu_s,
@@ -48,7 +47,7 @@ def launcher_argv(interp: Interpreter, limits: SandboxLimits, *, processes: int,
             "RLIMIT_CORE": 0,
         },
     }
-    return (interp.python, "-I", "-S", "-B", "-c", launcher_source(), json.dumps(config))
+    return (interp.python, "-I", "-S", "-B", "-c", launcher_source(), marshal.dumps(config).hex())
 
 
 def scrubbed_env(*, home: str, tmpdir: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
-"""The launcher: the first code to run inside a sandbox, as `python -I -S -B -c <this file's text> <config JSON>`.
+"""The launcher: the first code to run inside a sandbox, as `python -I -S -B -c <this file's text> <config>`.
 
-It reads the model's code from stdin, applies every in-process layer, then runs the code in a fresh `__main__`:
+It reads its settings (argv[1]: a `marshal`led dict, hex-encoded; marshal is built in, so reading it imports
+nothing) and the model's code from stdin, applies every in-process layer, then runs the code in a fresh `__main__`:
   rlimits (address space, CPU, processes, file size, open files, no core) -> no_new_privs -> landlock (fallback
   path: read-only allow-list, writes only in the workdir, no TCP, signals and abstract sockets scoped) -> seccomp
   deny-list (compiled by the parent in `orchestra.sandbox.seccomp`; loaded here with one prctl).
@@ -12,9 +13,8 @@ Self-contained by design: it is passed as source text, so it imports only the st
 `MEMORY_EXIT` for an uncaught MemoryError; `SETUP_EXIT` when the sandbox could not be built.
 """
 
-import base64
 import ctypes
-import json
+import marshal
 import os
 import resource
 import struct
@@ -30,7 +30,7 @@ _FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS
 
 
 def main():
-    config = json.loads(sys.argv[1])
+    config = marshal.loads(bytes.fromhex(sys.argv[1]))
     source = sys.stdin.buffer.read()
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -42,7 +42,7 @@ def main():
         if config["landlock"] is not None:
             apply_landlock(config["landlock"])
         if config["seccomp"] is not None:
-            apply_seccomp(base64.b64decode(config["seccomp"]))
+            apply_seccomp(config["seccomp"])
     except Exception as exc:  # noqa: BLE001 - any failure to build the sandbox stops the run, with its reason
         sys.stderr.write(f"sandbox setup failed: {type(exc).__name__}: {exc}\n")
         sys.stderr.flush()
@@ -112,10 +112,8 @@ def apply_seccomp(program):
 def run(source):
     """Run the code as `__main__`; uncaught exceptions print as Python would, without the launcher's frames."""
     import builtins
-    import traceback
-    import types
 
-    module = types.ModuleType("__main__")
+    module = type(sys)("__main__")
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
     sys.argv = ["<code>"]
@@ -131,6 +129,8 @@ def run(source):
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported to the caller like an uncaught exception
+        import traceback  # only now: importing it costs every run a few milliseconds
+
         traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
         sys.exit(1)
 
