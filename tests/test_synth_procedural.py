@@ -263,3 +263,14 @@ def test_derived_domain_builds_from_its_spec_alone(tmp_path: Path) -> None:
     domain = build_domain(spec)
     assert {f.__name__ for f in domain.read_tools} >= {"get_client", "get_beneficiary"}
     assert all(domain.is_write(f.__name__) for f in domain.write_tools)
+
+
+async def test_training_loads_a_synthesized_folder_as_an_environment(tiny: Path) -> None:
+    registry = pytest.importorskip("orchestra.envs.registry")
+    suite = registry.load_suite({"name": "tau", "path": str(tiny), "part": "train"})
+    assert suite.identity["domain"] == "shop" and 0 < len(suite.tasks) < 48
+    examples = suite.examples(0, 6)
+    demonstrations = await suite.demonstrate(examples)
+    assert len(demonstrations) == len(examples)
+    report, ok = suite.check()
+    assert ok and "0 failing golden actions" in report
