@@ -45,33 +45,36 @@ class EpisodeResponse(Response):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         watcher = asyncio.create_task(_disconnected(receive))
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        emit = queue.put_nowait if self.stream and self.job.stream_steps else None
+        episode = asyncio.create_task(run_job(self.job, self.served, emit))
+        episode.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             if self.stream:
-                await self._streamed(send, watcher)
+                await self._streamed(send, watcher, episode, queue)
             else:
-                await self._plain(send, watcher)
+                await self._plain(send, watcher, episode)
         finally:
             watcher.cancel()
+            if not episode.done():  # this response was cancelled (a shutdown past its grace period)
+                episode.cancel()
             self.release()
 
-    async def _plain(self, send: Any, watcher: asyncio.Task[None]) -> None:
-        episode = asyncio.create_task(run_job(self.job, self.served))
+    async def _plain(self, send: Any, watcher: asyncio.Task[None], episode: asyncio.Task[Trajectory]) -> None:
         await asyncio.wait({episode, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if not episode.done():
             await self._cancel(episode)
             return
         trajectory = await self._finished(episode)
         if trajectory is None:
-            await send_json(send, 500, error_body("The server failed while running the episode.", "server_error"))
-            return
-        status, body = self._outcome(trajectory)
-        await send_json(send, status, body)
+            status, body = 500, error_body("The server failed while running the episode.", "server_error")
+        else:
+            status, body = self._outcome(trajectory)
+        with contextlib.suppress(OSError):  # the client left after the episode ended: it is recorded anyway
+            await send_json(send, status, body)
 
-    async def _streamed(self, send: Any, watcher: asyncio.Task[None]) -> None:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        emit = queue.put_nowait if self.job.stream_steps else None
-        episode = asyncio.create_task(run_job(self.job, self.served, emit))
-        episode.add_done_callback(lambda _: queue.put_nowait(None))
+    async def _streamed(self, send: Any, watcher: asyncio.Task[None], episode: asyncio.Task[Trajectory],
+                        queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         job_id = self.job.id
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [
