@@ -40,6 +40,10 @@ class ModelEndpoint(Strict):
     max_attempts: int = pydantic.Field(4, ge=1, description="HTTP attempts per call (retries + 1).")
     temperature: float = pydantic.Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
     max_tokens: int = pydantic.Field(256, ge=1, description="Maximum tokens per completion.")
+    first_call: Literal["auto", "required"] = pydantic.Field(
+        "auto", description="required: the first reply of an episode with tools starts a tool call (the opener is "
+        "forced; the model picks the tool and arguments). For untrained small local models that otherwise answer "
+        "from memory; kinds local and bundled only.")
 
     @pydantic.field_validator("base_url")
     @classmethod
@@ -52,6 +56,8 @@ class ModelEndpoint(Strict):
     def _check(self) -> ModelEndpoint:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("base_url is required when kind is 'openai'")
+        if self.kind == "openai" and self.first_call != "auto":
+            raise ValueError("first_call applies to kinds local and bundled only")
         if self.kind == "local" and not self.path:
             raise ValueError("path is required when kind is 'local'")
         return self

@@ -130,8 +130,9 @@ def _local_backend(endpoint: ModelEndpoint, price: ModelPrice) -> ChatBackend:
     from orchestra.backends.local import LocalBackend
 
     if endpoint.kind == "bundled":
-        return LocalBackend.smollm2(price=price)
-    return LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price)
+        return LocalBackend.smollm2(price=price, first_call=endpoint.first_call)
+    return LocalBackend.from_pretrained(endpoint.path or "", name=endpoint.model, price=price,
+                                        first_call=endpoint.first_call)
 
 
 def _builtin(name: str, options: dict[str, object], field: str) -> Tool:

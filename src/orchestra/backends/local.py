@@ -23,6 +23,11 @@ Invariants
   tool calls to the same conversation share a key, and a later turn extends the more recent one's ids (the same
   text, possibly split differently). The episode loop never continues after such a reply (it is the final answer).
 - A prompt that leaves no room for one token in the context window raises `ContextLengthError` before any work.
+- `first_call="required"`: a conversation's first reply, when tools are offered, is one tool call decoded under the
+  tools' grammar (`orchestra.backends.first_call`): the structure is forced, the model picks the tool and writes the
+  required arguments. Forced ids are part of `completion_ids` (the model read them) with log-probability 0.0. For
+  untrained small models, which otherwise answer from memory; off by default, since a trained policy's ids must all
+  be its own samples.
 - Generation failures (out of memory, ...) reach every waiting caller as `BackendError`.
 """
 
@@ -43,11 +48,12 @@ from typing import Any
 from orchestra.backends.base import Sampling, worst_case_cost_usd
 from orchestra.backends.batching import MicroBatcher
 from orchestra.backends.chat_format import ChatFormat
+from orchestra.backends.first_call import required_call
 from orchestra.backends.generate import Generation, generate_rows
 from orchestra.backends.kv_reuse import KVStore
 from orchestra.backends.pricing import ModelPrice
 from orchestra.errors import ConfigError, ContextLengthError
-from orchestra.rollout.parse import parse_tool_calls
+from orchestra.toolcalls import parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
 
@@ -102,9 +108,13 @@ class LocalBackend:
         native_tools: bool | None = None,
         native_tool_role: bool | None = None,
         render_tools: bool = True,
+        first_call: str = "auto",
     ):
         if max_batch_size < 1:
             raise ConfigError("max_batch_size: must be at least 1")
+        if first_call not in ("auto", "required"):
+            raise ConfigError(f"first_call: {first_call!r} is not one of auto, required")
+        self.first_call = first_call
         self._lm = model
         self.tokenizer = tokenizer
         self.price = price or ModelPrice(0.0, 0.0)
@@ -181,8 +191,11 @@ class LocalBackend:
         started = time.perf_counter()
         _check_sampling(sampling)
         prompt_ids = self.prompt_ids(messages, tools)
-        generation = await self._batcher.submit(prompt_ids, sampling)
-        ids = generation.completion_ids
+        if self.first_call == "required" and tools and not any(m.role == "assistant" for m in messages):
+            ids, logprobs, finish_reason = await required_call(self, prompt_ids, tools, sampling)
+        else:
+            generation = await self._batcher.submit(prompt_ids, sampling)
+            ids, logprobs, finish_reason = generation.completion_ids, generation.logprobs, generation.finish_reason
         end_id = ids[-1] if ids and ids[-1] in self.end_ids else None
         text = self.tokenizer.decode(list(ids[:-1] if end_id is not None else ids), skip_special_tokens=False)
         text = _cut_at_stop(text, sampling.stop)
@@ -194,11 +207,11 @@ class LocalBackend:
             usage=usage,
             cost_usd=self.price.cost_usd(usage),
             latency_s=time.perf_counter() - started,
-            finish_reason=generation.finish_reason,
+            finish_reason=finish_reason,
             model=self._name,
             prompt_ids=prompt_ids,
             completion_ids=ids,
-            logprobs=generation.logprobs,
+            logprobs=logprobs,
         )
         reply = Message("assistant", completion.text, tool_calls=completion.tool_calls)
         self._prefixes.put(_conversation_keys([*messages, reply], tools)[-1], _Context(prompt_ids + ids, end_id))
