@@ -197,6 +197,8 @@ def test_export_writes_jsonl_and_parquet_rows(tiny: Path, tmp_path: Path) -> Non
     rows = [json.loads(line) for line in (tmp_path / "set.jsonl").read_text().splitlines()]
     assert {r["domain"] for r in rows} == {"shop"} and all(r["split"] in ("train", "test") for r in rows)
     assert json.loads(rows[0]["task_json"])["id"] == rows[0]["id"]
+    stats = json.loads((tmp_path / "set.jsonl.stats.json").read_text())
+    assert stats["domains"]["shop"]["tasks"] == stats["total"]["tasks"] == 48
     pq = pytest.importorskip("pyarrow.parquet")
     assert export(tiny, tmp_path / "set.parquet") == 48
     assert pq.read_table(tmp_path / "set.parquet").num_rows == 48

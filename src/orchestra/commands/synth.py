@@ -39,11 +39,16 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", help="A .jsonl or .parquet file.")],
 ) -> None:
     """Write a synthesized set as one row per task, for training mixes."""
-    from orchestra.synth.export import export
+    from orchestra.synth.export import collected_stats, export
 
     try:
         count = export(folder, out)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{count} tasks -> {out}")
+    stats = collected_stats(folder)
+    for name, s in stats["domains"].items():
+        reasons = ", ".join(f"{r} {n}" for r, n in s["rejections"].items()) or "none"
+        typer.echo(f"{name}: {s['tasks']} tasks, {s['steps']} steps, write share {s['write_share']:.2f}, "
+                   f"rejected: {reasons}")
+    typer.echo(f"{count} tasks -> {out} (statistics: {out.name}.stats.json)")

@@ -5,7 +5,8 @@ kinds, write share (tasks whose golden actions write), refusal reasons, and the 
 `export(folder, out)` writes one row per task of a synthesized folder (one domain folder, or a folder of them): its
 domain, id, split, kind, difficulty, the rendered customer request, golden actions, communicate_info and shown tools,
 plus `task_json` (the whole τ² record) and `domain_dir` (the folder the `tau` environment loads it from), so a row
-points back to a runnable task. Parquet needs pyarrow (the `synth` extra); JSONL needs nothing.
+points back to a runnable task; the domains' statistics go beside it (`<out>.stats.json`: per domain, and totals).
+Parquet needs pyarrow (the `synth` extra); JSONL needs nothing.
 """
 
 from __future__ import annotations
@@ -75,13 +76,30 @@ def rows(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def collected_stats(folder: Path) -> dict[str, Any]:
+    """Each domain's stats.json of the synthesized set at `folder`, by domain, plus the totals."""
+    per_domain = {d.name: json.loads((d / "stats.json").read_text()) for d in domain_folders(folder)
+                  if (d / "stats.json").exists()}
+    tasks = sum(s["tasks"] for s in per_domain.values())
+    writing = sum(s["write_share"] * s["tasks"] for s in per_domain.values())
+    rejections: Counter[str] = Counter()
+    for s in per_domain.values():
+        rejections.update(s.get("rejections", {}))
+    total = {"tasks": tasks, "steps": sum(s["steps"] for s in per_domain.values()),
+             "write_share": round(writing / tasks, 4) if tasks else 0.0, "rejections": dict(sorted(rejections.items()))}
+    return {"domains": per_domain, "total": total}
+
+
 def export(folder: Path, out: Path) -> int:
-    """Write the rows of `folder` to `out` (.jsonl or .parquet); returns the number of rows."""
+    """Write the rows of `folder` to `out` (.jsonl or .parquet), and the per-domain statistics beside it
+    (`<out>.stats.json`, see `collected_stats`); returns the number of rows."""
     out = Path(out)
     if out.suffix not in EXPORT_FORMATS:
         raise ConfigError(f"--out {out}: give a .jsonl or .parquet file")
     table = rows(folder)
     out.parent.mkdir(parents=True, exist_ok=True)
+    stats_file = out.with_name(out.name + ".stats.json")
+    stats_file.write_text(json.dumps(collected_stats(folder), indent=1, sort_keys=True) + "\n")
     if out.suffix == ".jsonl":
         with out.open("w") as handle:
             for row in table:
