@@ -16,15 +16,17 @@ drafts a task of that difficulty for one kind:
 - multi: two records, each read and changed;
 - create / delete: read the parent record(s), then create a child record (its new id is to be communicated); read a
   record, then delete it;
-- refusal: the customer asks for a change the rules forbid (a final status, a field the policy freezes); golden actions are the reads that show why, the database must stay unchanged and the reason (the
-  blocking current value) is to be communicated; at d >= 3 mixed with an allowed change of another record.
-Every draft is verified by replaying its golden actions through the same tool functions the environment binds:
-no action fails; write kinds change the database and the others do not; every communicated value appears in what
-the golden reads returned and is distinctive (not "yes", "no", ...); the refused change really raises `ToolError`;
-no task repeats another's actions. A failed draft is recorded by reason (`stats.json` `rejections`) and the builder
-tries again, up to `MAX_ATTEMPTS`; then the nearest other difficulty is tried (a domain without writes gives
-reads only). Each task shows the tools its golden actions use, the refused tool, and distractors
-(`orchestra.tools`): one for difficulty 1-2, one to three above, so prompts stay short.
+- refusal: the customer asks for a change the rules forbid (a final status, a field the policy freezes); golden
+  actions are the reads that show why, the database must stay unchanged and the reason (the blocking current
+  value) is to be communicated; at d >= 3 mixed with an allowed change of another record.
+Every draft is verified by replaying its golden actions through the same tool functions the environment binds: no
+action fails; write kinds change the database and the others do not; every communicated value appears in what the
+golden reads returned (within the first `REVEAL_CHARS` characters of one output) and is distinctive (not "yes",
+"no", ...); the refused change really raises `ToolError`; no task repeats another's actions. A failed draft is
+recorded by reason (`stats.json` `rejections`) and the builder tries again, up to `MAX_ATTEMPTS`; then the nearest
+other difficulty is tried (a domain without writes gives reads only). Each task shows the tools its golden actions
+use, the refused tool, and distractors (`orchestra.tools`): one for difficulty 1-2 (not a search), one to three
+above, so prompts stay short.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ from orchestra.tools.toolbox import render_content
 GENERATOR = "orchestra.procedural/1"
 MAX_ATTEMPTS = 16
 WRITE_KINDS = frozenset({"write", "multi", "create", "delete"})
+REVEAL_CHARS = 1000
+"""A communicated value must appear this early in a golden read's output: observations may be cut for small
+orchestrators (the `tau` environment's training default keeps 1,200 characters)."""
 WEAK_INFO = frozenset({"yes", "no", "none", "null", "true", "false", "n/a", "na", "ok", "0", "1"})
 
 
@@ -140,7 +145,8 @@ def verify(ctx: Context, draft: Draft) -> str | None:
     outputs = []
     for name, arguments in draft.actions:
         try:
-            outputs.append(render_content(call_function(ctx.domain, ctx.templates, db, name, arguments)))
+            text = render_content(call_function(ctx.domain, ctx.templates, db, name, arguments))
+            outputs.append(text[:REVEAL_CHARS])
         except Exception:  # noqa: BLE001 - any failure of a golden action rejects the draft
             return "golden_action_failed"
     changed = db.canonical_hash() != before
