@@ -137,22 +137,32 @@ def test_bad_requests_get_the_openai_error_shape(tok) -> None:
         assert http.get("/models").json()["data"][0]["id"] == "tiny"
 
 
-def test_the_command_batches_concurrent_requests_of_the_tiny_model(tmp_path) -> None:
+def test_concurrent_requests_share_model_batches_and_return_their_token_ids(tok) -> None:
+    backend = LocalBackend(tiny_model(tok), tok, name="tiny", batch_wait_s=0.2)
+    with InProcess(create_model_app(backend, KeyRing({}))) as server:
+        responses = asyncio.run(_burst(server.base_url, 8))
+        stats = httpx.get(f"{server.base_url}/stats").json()
+    assert all(len(r.choices[0].token_ids) == r.usage.completion_tokens for r in responses)
+    assert stats["rows"] == 8 and stats["generate_calls"] < 8  # requests shared model batches
+
+
+@pytest.mark.slow  # a fresh process imports torch and transformers: ~15-25 s on 2 busy cores
+def test_the_command_serves_the_tiny_model(tmp_path) -> None:
     served = start_serve_command(tmp_path, ["serve-model", "--model", "tiny", "--batch-wait-s", "0.2"])
     try:
-        client = openai.AsyncOpenAI(base_url=served.base_url, api_key="none", max_retries=0)
-
-        async def burst() -> list:
-            return await asyncio.gather(*(client.chat.completions.create(
-                model="tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=6, temperature=0,
-                extra_body={"return_token_ids": True}) for i in range(8)))
-
-        responses = asyncio.run(burst())
-        assert all(len(r.choices[0].token_ids) == r.usage.completion_tokens for r in responses)
-        stats = httpx.get(f"{served.base_url}/stats").json()
-        assert stats["rows"] == 8 and stats["generate_calls"] < 8  # requests shared model batches
+        responses = asyncio.run(_burst(served.base_url, 4))
+        assert all(r.model == "tiny" and r.choices[0].token_ids for r in responses)
+        assert httpx.get(f"{served.base_url}/stats").json()["rows"] == 4
     finally:
         served.stop()
+
+
+async def _burst(base_url: str, count: int) -> list:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0)
+    async with client:
+        return await asyncio.gather(*(client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=6, temperature=0,
+            extra_body={"return_token_ids": True}) for i in range(count)))
 
 
 @pytest.mark.integration
