@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -180,6 +183,16 @@ def test_same_seed_same_tasks_other_seed_other_tasks(tmp_path: Path) -> None:
         texts.append((tmp_path / name / "tasks.json").read_text())
     assert texts[0] == texts[1] and texts[0] != texts[2]
     assert (tmp_path / "a" / "tools.json").read_text() == (tmp_path / "c" / "tools.json").read_text()
+
+
+def test_same_seed_same_files_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    source = write_domain(tmp_path / "src" / "shop")
+    for hash_seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", "from orchestra.cli import app; app()", "synth", "procedural", "--db", str(source), "--n", "16",
+                        "--seed", "9", "--out", str(tmp_path / hash_seed)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    for name in ("tasks.json", "tools.json", "policy.md", "split_tasks.json", "stats.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
 
 
 def test_prompts_of_easy_tasks_are_compact(tiny: Path) -> None:
