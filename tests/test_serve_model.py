@@ -146,6 +146,23 @@ def test_concurrent_requests_share_model_batches_and_return_their_token_ids(tok)
     assert stats["rows"] == 8 and stats["generate_calls"] < 8  # requests shared model batches
 
 
+def test_a_checkpoint_folder_is_served_under_the_name_its_orchestra_json_gives(tok, tmp_path) -> None:
+    import json
+
+    from orchestra.errors import ConfigError
+    from orchestra.serve.model_server import load_model
+
+    folder = tmp_path / "trained"
+    tiny_model(tok, seed=3).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert load_model(str(folder)).model == "trained"
+    (folder / "orchestra.json").write_text(json.dumps({"model": "my-orchestrator", "render_tools": False}))
+    backend = load_model(str(folder))
+    assert backend.model == "my-orchestrator" and not backend.chat_format.render_tools
+    with pytest.raises(ConfigError, match="not `tiny`, `bundled`"):
+        load_model(str(tmp_path / "nowhere"))
+
+
 @pytest.mark.slow  # a fresh process imports torch and transformers: ~15-25 s on 2 busy cores
 def test_the_command_serves_the_tiny_model(tmp_path) -> None:
     served = start_serve_command(tmp_path, ["serve-model", "--model", "tiny", "--batch-wait-s", "0.2"])

