@@ -19,7 +19,11 @@ Measured, in one run on the same machine:
    Client and server share this machine's cores.
 Targets: our query p50 / bm25s p50 <= 1.2; service p50 under 32 clients < 10 ms.
 
-Usage: `python bench/search.py [--queries 300] [--rounds 3] [--requests-per-client 30] [--words-per-doc 200]`.
+Optionally (`--dense`): the first `--dense-docs` passages with dense embeddings (all-MiniLM-L6-v2 from its wheel),
+build time and hybrid query latency (one query embedding, BM25, reciprocal-rank fusion).
+
+Usage: `python bench/search.py [--queries 300] [--rounds 3] [--requests-per-client 30] [--words-per-doc 200]
+[--dense [--dense-docs 1000]]`.
 The last line printed is `ratio=<our query p50 / bm25s-direct query p50>`.
 """
 
@@ -50,6 +54,9 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=30)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--words-per-doc", type=int, default=200)
+    parser.add_argument("--dense", action="store_true", help="also build a dense index and time hybrid queries")
+    parser.add_argument("--dense-docs", type=int, default=1000, help="passages in the dense index (embedding 200-word "
+                        "passages on 2 CPU cores is slow; the whole corpus takes many minutes)")
     args = parser.parse_args()
     if not SOURCES.is_dir():
         sys.exit(f"bench/search.py: corpus {SOURCES} not found; install it with `apt-get install -y python3.11-doc`")
@@ -94,6 +101,20 @@ def main() -> None:
     print(f"query k=5 ({len(ours_ms)} timed each): ours p50 {pct(ours_ms, 50):.3f} ms p95 {pct(ours_ms, 95):.3f} ms; "
           f"bm25s direct p50 {pct(peer_ms, 50):.3f} ms p95 {pct(peer_ms, 95):.3f} ms; "
           f"same top hit on {agree}/{len(queries)} queries")
+
+    if args.dense:
+        subset = work / "docs-dense.jsonl"
+        subset.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[:args.dense_docs]))
+        dense_report = build_index(subset, work / "index-dense", dense=True)
+        hybrid = SearchIndex.load(dense_report.path)
+        hybrid.search(queries[0], k=5)  # load the encoder before timing
+        hybrid_ms = []
+        for q in queries:
+            started = time.perf_counter()
+            hybrid.search(q, k=5, mode="hybrid")
+            hybrid_ms.append((time.perf_counter() - started) * 1e3)
+        print(f"dense: {dense_report.n_docs} passages, build {dense_report.build_s:.1f} s "
+              f"({dense_report.n_docs / dense_report.build_s:.1f} passages/s incl. BM25), hybrid query p50 {pct(hybrid_ms, 50):.2f} ms p95 {pct(hybrid_ms, 95):.2f} ms")
 
     loads = asyncio.run(service_load(report.path, queries, args.clients, args.requests_per_client))
     for name, shape in (("shared", "callers sharing one client (rollouts of one process)"),
