@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from orchestra.trajectory import read_trajectories
-from tests.servers.scripted_openai import Reply, ScriptedOpenAIServer, SeenRequest
+from tests.servers.scripted_openai import Fault, Reply, ScriptedOpenAIServer, SeenRequest
 
 ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
 KEY_A = "sk-serve-test-alpha-0123456789abcdef"
@@ -61,6 +61,7 @@ def write_pool(path: Path, base_url: str, *, hang_url: str | None = None, max_tu
 
 
 def task_of(request: SeenRequest) -> str:
+    """The task as the orchestrator reads it (the last user message)."""
     users = [m.get("content") or "" for m in request.messages if m.get("role") == "user"]
     return users[-1] if users else ""
 
@@ -71,7 +72,7 @@ def call(name: str, arguments: dict[str, Any], n: int = 0) -> Reply:
                  usage=(100, 20))
 
 
-def route(request: SeenRequest) -> Reply:
+def route(request: SeenRequest) -> Reply | Fault:
     """The scripted orchestrator: what it does is named in the task."""
     task = task_of(request)
     answered = any(m.get("role") == "tool" for m in request.messages)
@@ -83,6 +84,8 @@ def route(request: SeenRequest) -> Reply:
         return Reply("It is sunny in Paris.", usage=(100, 10))
     if "hang" in task:
         return Reply("gave up", usage=(10, 5)) if answered else call("hang_expert", {"question": "anything"})
+    if "explode" in task:
+        return Fault("status", status=500)
     if "pricey" in task:
         return Reply("costly answer", usage=(100, 50))
     return Reply("plain answer", usage=(10, 5))
@@ -379,6 +382,35 @@ def test_the_viewer_shows_the_served_episodes_behind_the_keys(served: Served) ->
     assert mine and theirs and not set(mine) & set(theirs)  # each key sees only its own episodes
     hidden = httpx.get(f"{root}/trajectories/{mine[0]}", headers={"Authorization": f"Bearer {KEY_B}"})
     assert hidden.status_code == 404
+
+
+def test_a_failing_orchestrator_model_is_a_502_or_a_stream_error_event(served: Served) -> None:
+    client = served.client()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "explode"}])
+    assert caught.value.status_code == 502 and caught.value.body["code"] == "backend_error"  # type: ignore[index]
+    with pytest.raises(openai.APIError, match="orchestrator's model failed"):
+        list(client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "explode"}],
+                                            stream=True))
+    assert client.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content == "plain answer"
+
+
+def test_keys_come_from_the_file_and_the_environment_and_bad_lines_are_named(tmp_path: Path) -> None:
+    from orchestra.errors import ConfigError
+    from orchestra.serve.auth import KeyRing
+
+    keys = tmp_path / "keys"
+    keys.write_text("alpha-key-0001 2.5  # comment\n\nbravo-key-0002\n")
+    ring = KeyRing.load(keys, env_value="charlie-key-3, delta-key-4", default_budget_usd=1.0)
+    assert len(ring) == 4 and ring.account("wrong") is None and ring.account(None) is None
+    assert ring.account("alpha-key-0001").budget.limit_usd == 2.5
+    assert ring.account("bravo-key-0002").budget.limit_usd == 1.0
+    assert ring.account("delta-key-4").id.startswith("key:") and "delta" not in ring.account("delta-key-4").id
+    assert KeyRing.load(None, env_value="").open
+    keys.write_text("alpha 1\nbravo -3\n")
+    with pytest.raises(ConfigError, match=r"keys:2: budget must be >= 0"):
+        KeyRing.load(keys, env_value="")
 
 
 def test_models_lists_the_orchestrator(served: Served) -> None:
