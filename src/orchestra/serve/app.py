@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,18 +69,7 @@ def create_app(settings: ServeSettings) -> Any:
         log.info("shut down")
 
     app = FastAPI(title="orchestra", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.slots = slots
-
-    async def record(trajectory: Trajectory, job: EpisodeJob) -> None:
-        if settings.trajectories_dir is None:
-            return
-        p = job.preferences
-        preferences = None if p is None else {"instruction": p.describe(), "outcome": p.outcome, "cost": p.cost,
-                                              "latency": p.latency, "tool_weights": dict(p.tool_weights)}
-        stamped = replace(trajectory, metadata={**trajectory.metadata, "account": job.account.id,
-                                                "served": True, "preferences": preferences})
-        await asyncio.to_thread(append_trajectory, settings.trajectories_dir / TRAJECTORIES, stamped)
-
+    record = _recorder(settings.trajectories_dir)
     app.include_router(viewer_router(lambda request: _served_run(settings.trajectories_dir,
                                                                  request.scope["state"]["account"]),
                                      "orchestra serve: episodes"))
@@ -105,8 +95,8 @@ def create_app(settings: ServeSettings) -> Any:
         except RequestError as exc:
             return error_response(exc)
         if account.budget.remaining_usd <= 0:
-            return error_response(RequestError(402, "This API key's budget is spent.", "insufficient_quota",
-                                       "insufficient_quota"))
+            return error_response(
+                RequestError(402, "This API key's budget is spent.", "insufficient_quota", "insufficient_quota"))
         if not slots.try_acquire():
             return JSONResponse(error_body(f"The server is running its limit of {slots.capacity} episodes; retry "
                                            "shortly.", "server_busy", "concurrency_limit"), 503,
@@ -115,6 +105,23 @@ def create_app(settings: ServeSettings) -> Any:
                                include_usage=request_.include_usage, record=record, release=slots.release)
 
     return guarded(app, settings.keys, settings.max_body_bytes)
+
+
+def _recorder(folder: Path | None) -> Callable[[Trajectory, EpisodeJob], Awaitable[None]]:
+    """What `EpisodeResponse` calls with each finished episode: append it, stamped with its account and
+    preference, to `folder/trajectories.jsonl` (nothing without a folder)."""
+
+    async def record(trajectory: Trajectory, job: EpisodeJob) -> None:
+        if folder is None:
+            return
+        p = job.preferences
+        preferences = None if p is None else {"instruction": p.describe(), "outcome": p.outcome, "cost": p.cost,
+                                              "latency": p.latency, "tool_weights": dict(p.tool_weights)}
+        stamped = replace(trajectory, metadata={**trajectory.metadata, "account": job.account.id,
+                                                "served": True, "preferences": preferences})
+        await asyncio.to_thread(append_trajectory, folder / TRAJECTORIES, stamped)
+
+    return record
 
 
 def _served_run(folder: Path | None, account: Account) -> list[RunItem]:
