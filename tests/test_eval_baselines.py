@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows
+from orchestra.envs.registry import load_suite
+from orchestra.envs.routerbench.baselines import KnnRouter, Outcomes, fit_cascades, simulate_cascade
+from orchestra.envs.routerbench.env import load_rows
 from orchestra.errors import ConfigError
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
-from orchestra.envs.routerbench.baselines import KnnRouter, Outcomes, fit_cascades, simulate_cascade
 from orchestra.evaluate.store import read_items
 
 MODELS = ("m1", "m2", "m3")
@@ -46,20 +47,27 @@ ROWS = [
 
 
 @pytest.fixture
-def env(tmp_path):
-    rows = load_rows(write_csv(tmp_path / "toy.csv", ROWS))
-    return RouterBench(rows, ModelStats.fit(rows))
+def suite(tmp_path):
+    return load_suite({"name": "routerbench", "data": str(write_csv(tmp_path / "toy.csv", ROWS))})
 
 
-async def run(spec, env, tmp_path, **kwargs):
-    orchestrator = resolve_orchestrator(spec, SpecContext(env, list(env.rows), seed=kwargs.pop("seed", 0)))
+@pytest.fixture
+def env(suite):
+    return suite.env
+
+
+async def run(spec, suite, tmp_path, **kwargs):
+    seed = kwargs.pop("seed", 0)
+    if seed:
+        suite = load_suite({"name": "routerbench", "data": suite.identity["data"], "seed": seed})
+    orchestrator = resolve_orchestrator(spec, SpecContext(suite, seed=seed))
     out = tmp_path / spec.replace(":", "_").replace(",", "_")
-    results = await evaluate(env, env.tasks(), orchestrator, out, config={"spec": spec}, **kwargs)
+    results = await evaluate(suite.env, suite.tasks, orchestrator, out, config={"spec": spec}, **kwargs)
     return results, {r["task_id"]: r for r in read_items(out / "items.jsonl")}
 
 
-async def test_always_answers_with_its_model_and_fails_at_zero_cost_where_it_is_missing(env, tmp_path):
-    results, items = await run("always:m3", env, tmp_path)
+async def test_always_answers_with_its_model_and_fails_at_zero_cost_where_it_is_missing(suite, tmp_path):
+    results, items = await run("always:m3", suite, tmp_path)
     assert items["arc.4"]["solved"] is False and items["arc.4"]["cost_usd"] == 0.0
     assert items["arc.4"]["termination"] == "final_message"
     assert results["accuracy"] == pytest.approx(3 / 5)
@@ -67,15 +75,15 @@ async def test_always_answers_with_its_model_and_fails_at_zero_cost_where_it_is_
     assert results["calls"]["share"] == {"m3": 0.8, "answer": 0.2}  # the failed call ran (tool_error), no target
 
 
-async def test_oracle_answers_with_the_cheapest_correct_model(env, tmp_path):
-    _, items = await run("oracle", env, tmp_path)
+async def test_oracle_answers_with_the_cheapest_correct_model(suite, tmp_path):
+    _, items = await run("oracle", suite, tmp_path)
     assert {t: r["tool_counts"] for t, r in items.items()} == {
         "arc.1": {"m1": 1}, "arc.2": {"m2": 1}, "arc.3": {"m1": 1}, "arc.4": {"m1": 1}, "mbpp.1": {"m2": 1}}
     assert [items[t]["solved"] for t in sorted(items)] == [True, True, False, True, True]
 
 
-async def test_cascade_stops_on_agreement_escalates_on_disagreement_and_answers_code_with_the_first(env, tmp_path):
-    _, items = await run("cascade:m1,m2,m3", env, tmp_path)
+async def test_cascade_stops_on_agreement_escalates_on_disagreement_and_answers_code_with_the_first(suite, tmp_path):
+    _, items = await run("cascade:m1,m2,m3", suite, tmp_path)
     assert items["arc.1"]["cost_usd"] == pytest.approx(0.011)  # m1, m2 agree: answer m2 (already paid)
     assert items["arc.1"]["tool_counts"] == {"m1": 1, "m2": 2}
     assert items["arc.2"]["cost_usd"] == pytest.approx(0.111) and items["arc.2"]["solved"]  # escalated to m3
@@ -83,20 +91,20 @@ async def test_cascade_stops_on_agreement_escalates_on_disagreement_and_answers_
     assert items["mbpp.1"]["tool_counts"] == {"m1": 1} and not items["mbpp.1"]["solved"]
 
 
-async def test_random_is_seeded_per_task_and_picks_available_models(env, tmp_path):
-    _, first = await run("random", env, tmp_path / "a", concurrency=1)
-    _, again = await run("random", env, tmp_path / "b", concurrency=5)
+async def test_random_is_seeded_per_task_and_picks_available_models(suite, tmp_path):
+    _, first = await run("random", suite, tmp_path / "a", concurrency=1)
+    _, again = await run("random", suite, tmp_path / "b", concurrency=5)
     assert {t: r["tool_counts"] for t, r in first.items()} == {t: r["tool_counts"] for t, r in again.items()}
     assert "m3" not in first["arc.4"]["tool_counts"]
     picks = set()
     for seed in range(8):
-        _, items = await run("random", env, tmp_path / f"s{seed}", seed=seed)
+        _, items = await run("random", suite, tmp_path / f"s{seed}", seed=seed)
         picks |= {m for r in items.values() for m in r["tool_counts"]}
     assert picks == set(MODELS)
 
 
-def test_cheapest_is_the_lowest_mean_cost_model(env):
-    orchestrator = resolve_orchestrator("cheapest", SpecContext(env, list(env.rows)))
+def test_cheapest_is_the_lowest_mean_cost_model(suite):
+    orchestrator = resolve_orchestrator("cheapest", SpecContext(suite))
     assert orchestrator.details == {"model": "m1"}
 
 
@@ -126,21 +134,21 @@ def test_cascade_search_respects_the_budget_and_beats_every_single_model_within_
     assert all(accuracy >= a for a, c in singles if c <= cap)
 
 
-def test_specs_fail_early_with_what_to_do(env):
-    ctx = SpecContext(env, list(env.rows))
+def test_specs_fail_early_with_what_to_do(suite):
+    ctx = SpecContext(suite)
     with pytest.raises(ConfigError, match="unknown model"):
         resolve_orchestrator("always:nope", ctx)
     with pytest.raises(ConfigError, match="not a known form"):
         resolve_orchestrator("bogus", ctx)
     with pytest.raises(ConfigError, match="known models"):
         resolve_orchestrator("cascade:m1,zz", ctx)
-    with pytest.raises(ConfigError, match="baselines replay RouterBench"):
-        resolve_orchestrator("oracle", SpecContext(object()))
+    with pytest.raises(ConfigError, match="not a known form"):  # another environment has no such baseline
+        resolve_orchestrator("oracle", SpecContext(load_suite({"name": "tau", "domain": "mock"})))
 
 
-def test_checkpoint_folder_names_its_prompt_builder(tmp_path, env):
+def test_checkpoint_folder_names_its_prompt_builder(tmp_path, suite):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "orchestra.json").write_text(json.dumps({"prompt": "no-such-prompt"}))
-    with pytest.raises(ConfigError, match="routerbench-compact"):
-        resolve_orchestrator(str(folder), SpecContext(env))
+    with pytest.raises(ConfigError, match="routerbench/compact"):
+        resolve_orchestrator(str(folder), SpecContext(suite))

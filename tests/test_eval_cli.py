@@ -33,7 +33,7 @@ def test_prefer_avoid_with_a_base_run_prices_file_and_report(toy, tmp_path):
                  "--base-run", tmp_path / "base" / "always_m3", "--prices", prices, "--out", tmp_path / "pref")
     assert run.exit_code == 0, run.output
     obeyed = json.loads((tmp_path / "pref" / "always_m1" / "results.json").read_text())
-    assert obeyed["config"]["preferences"]["tool_weights"] == {"m1": 1.0, "m2": 1.0, "m3": 0.0}
+    assert obeyed["config"]["settings"]["preferences"]["tool_weights"] == {"m1": 1.0, "m2": 1.0, "m3": 0.0}
     assert obeyed["config"]["prices"]["version"].endswith("+overrides")
     assert obeyed["preference"]["dispreferred_call_share"] == 0.0 and obeyed["preference"]["n_compared"] == 5
     items = read_items(tmp_path / "pref" / "always_m1" / "items.jsonl")

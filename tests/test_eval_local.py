@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from orchestra.backends.base import Sampling
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.cli import app
-from orchestra.envs.routerbench.env import ModelStats, RouterBench, compact_prompt, load_rows
+from orchestra.envs.registry import load_suite
+from orchestra.envs.routerbench.env import compact_prompt
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
 from orchestra.evaluate.store import read_items
 from orchestra.preferences import Limits
@@ -29,14 +30,14 @@ async def test_checkpoint_folder_runs_with_the_prompt_builder_it_names(tiny_dir,
     from test_eval_baselines import ROWS, write_csv
 
     (tiny_dir / "orchestra.json").write_text(json.dumps({"prompt": "routerbench-compact", "model": "tiny-orch"}))
-    rows = load_rows(write_csv(tmp_path / "toy.csv", ROWS))
-    env = RouterBench(rows, ModelStats.fit(rows))
-    orchestrator = resolve_orchestrator(str(tiny_dir), SpecContext(env))
+    suite = load_suite({"name": "routerbench", "data": str(write_csv(tmp_path / "toy.csv", ROWS))})
+    env = suite.env
+    orchestrator = resolve_orchestrator(str(tiny_dir), SpecContext(suite))
     assert orchestrator.build_prompt is compact_prompt and orchestrator.backend.model == "tiny-orch"
     settings = EpisodeSettings(limits=Limits(max_turns=2), sampling=Sampling(max_tokens=8))
     results = await evaluate(env, env.tasks()[:2], orchestrator, tmp_path / "run", config={"spec": "ckpt"},
                              settings=settings)
-    assert results["n"] == 2 and results["orchestrator"]["prompt"] == "routerbench-compact"
+    assert results["n"] == 2 and results["orchestrator"]["prompt"] == "routerbench/compact"  # the legacy name reads
     items = read_items(tmp_path / "run" / "items.jsonl")
     first_turn = items[0]["trajectory"]["turns"][0]["completion"]
     assert first_turn["model"] == "tiny-orch" and first_turn["completion_ids"]  # the sampled ids are stored
@@ -56,6 +57,6 @@ def test_tau_solo_evaluation_with_a_local_model_and_two_trials(tiny_dir, tmp_pat
     assert results["n"] == 6 and results["n_tasks"] == 3 and results["trials"] == 2
     assert set(results["pass_hat_k"]) == {"1", "2"}
     assert results["pass_hat_k"]["2"] <= results["pass_hat_k"]["1"] == pytest.approx(results["pass_at_1"])
-    assert results["config"]["env"] == "tau" and results["config"]["mode"] == "solo"
+    assert results["config"]["env"]["env"] == "tau" and results["config"]["env"]["mode"] == "solo"
     items = read_items(tmp_path / "prompted_local" / "items.jsonl")
     assert sorted(i["id"] for i in items) == sorted(f"{t}#{k}" for t in {i["task_id"] for i in items} for k in (0, 1))

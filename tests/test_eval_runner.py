@@ -22,6 +22,7 @@ from orchestra.evaluate import Orchestrator, evaluate
 from orchestra.evaluate.commands import avoid_preferences
 from orchestra.evaluate.run import pass_hat_k
 from orchestra.evaluate.store import read_items
+from orchestra.preferences import Limits
 from orchestra.rewards.preference import Features, preference_following_score
 from orchestra.rollout.batch import EpisodeSettings
 from orchestra.types import Completion
@@ -142,11 +143,14 @@ async def test_resume_runs_only_missing_items_and_a_changed_config_is_refused(tm
     assert Counter((tmp_path / "paid.txt").read_text().split()) == Counter({f"t{i:02d}": 1 for i in range(6)})
     assert full["cost_per_query_usd"] == pytest.approx(sum(0.01 * (i % 3 + 1) for i in range(6)) / 6)
     assert full["calls"]["share"] == {"work": 1.0}
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match=r"other inputs \(changed: x;"):
         await evaluate(env, env.tasks(), orchestrator, tmp_path / "run", config={"spec": "scripted", "x": 2})
+    with pytest.raises(ConfigError, match=r"changed: settings.limits.max_turns;"):  # the runner hashes its settings
+        await evaluate(env, env.tasks(), orchestrator, tmp_path / "run", config={"spec": "scripted"},
+                       settings=EpisodeSettings(limits=Limits(max_turns=3)))
     again = await evaluate(env, env.tasks(), orchestrator, tmp_path / "run", config={"spec": "scripted", "x": 2},
                            force=True)
-    assert again["n"] == 6 and again["config"] == {"spec": "scripted", "x": 2}
+    assert again["n"] == 6 and {k: again["config"][k] for k in ("spec", "x")} == {"spec": "scripted", "x": 2}
 
 
 class SeedEcho:
@@ -195,16 +199,16 @@ def test_pass_hat_k_is_the_share_of_tasks_solved_in_every_trial():
 async def test_preference_score_against_a_base_run_and_avoided_call_share(tmp_path):
     from test_eval_baselines import ROWS, write_csv  # the hand-made RouterBench rows
 
-    from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows
+    from orchestra.envs.registry import load_suite
     from orchestra.evaluate import SpecContext, resolve_orchestrator
 
-    rows = load_rows(write_csv(tmp_path / "toy.csv", ROWS))
-    env = RouterBench(rows, ModelStats.fit(rows))
+    suite = load_suite({"name": "routerbench", "data": str(write_csv(tmp_path / "toy.csv", ROWS))})
+    env = suite.env
     prefs = avoid_preferences(["m3"], env.models)
     assert prefs.tool_weights == {"m1": 1.0, "m2": 1.0, "m3": 0.0} and "m3" in prefs.describe()
 
     async def run(spec, folder, preferences=None, base=None):
-        o = resolve_orchestrator(spec, SpecContext(env, rows))
+        o = resolve_orchestrator(spec, SpecContext(suite))
         return await evaluate(env, env.tasks(), o, tmp_path / folder, config={"spec": spec},
                               settings=EpisodeSettings(preferences=preferences), base_records=base)
 

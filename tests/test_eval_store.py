@@ -61,7 +61,7 @@ def test_other_settings_are_refused_unless_forced(tmp_path):  # R4
     with ResultStore(tmp_path) as store:
         store.open({"spec": "a"}, "h1")
         store.append(rec(1))
-    with pytest.raises(ConfigError, match="other settings"), ResultStore(tmp_path) as store:
+    with pytest.raises(ConfigError, match=r"other inputs \(changed: spec;"), ResultStore(tmp_path) as store:
         store.open({"spec": "b"}, "h2")
     assert len(read_items(tmp_path / "items.jsonl")) == 1  # nothing lost by the refusal
     with ResultStore(tmp_path) as store:

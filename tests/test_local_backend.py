@@ -23,8 +23,8 @@ from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_toke
 from orchestra.errors import BackendError, ConfigError, ContextLengthError
 from orchestra.preferences import Limits
 from orchestra.rollout.episode import run_episode
-from orchestra.rollout.parse import parse_tool_calls
 from orchestra.task import Task
+from orchestra.toolcalls import parse_tool_calls
 from orchestra.tools import Toolbox, tool
 from orchestra.types import Message, Termination, ToolCall
 from tests.forced_model import ForcedLM, recorded_input_shapes

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestra.rollout.parse import parse_openai_tool_calls, parse_tool_calls, render_hermes, strip_think
+from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls, render_hermes, strip_think
 
 CASES = [
     # (model output, expected [(name, arguments, error substring or None)], expected remaining text)

@@ -10,8 +10,8 @@ import pytest
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.envs.qa import env as qa
-from orchestra.envs.qa.judge import LLMJudge
 from orchestra.envs.qa.env import QAEnvironment, answer_tool, detect_format
+from orchestra.envs.qa.judge import LLMJudge
 from orchestra.errors import ConfigError
 from orchestra.paths import shared_data
 from orchestra.preferences import Limits

@@ -5,12 +5,12 @@ import pytest
 from orchestra import BackendError, Message, Sampling, ScriptedBackend, Termination, Toolbox, run_episode
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.replay import ReplayBackend
-from orchestra.envs.routerbench import env as rb
 from orchestra.trajectory import append_trajectory, read_trajectories
+from tests.envs import routerbench_env
 
 
 async def test_replay_reproduces_recorded_episodes(data_dir, tmp_path):
-    env = rb.load(data_dir / "routerbench" / "winograde_train.csv")
+    env = routerbench_env(data_dir / "routerbench" / "winograde_train.csv")
     tasks = env.tasks()[:5]
     script = ['<tool_call>{"name": "ask", "arguments": {"model": "yi-34b"}}</tool_call>',
               '<tool_call>{"name": "answer", "arguments": {"model": "yi-34b"}}</tool_call>']

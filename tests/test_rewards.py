@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra.envs.base import Outcome
 from orchestra.preferences import Preferences
 from orchestra.rewards import (
     Features,
@@ -26,7 +25,7 @@ from orchestra.rewards import (
     preference_rewards,
     score_group,
 )
-from orchestra.types import Completion, Observation, Termination, Trajectory, Turn
+from orchestra.types import Completion, Observation, Outcome, Termination, Trajectory, Turn
 
 
 def _turn(index: int, orchestrator_cost_usd: float, *observations: Observation) -> Turn:

@@ -9,6 +9,7 @@ import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
 from orchestra.envs.routerbench import env as rb
+from tests.envs import routerbench_env
 
 
 def answer(model):
@@ -47,7 +48,7 @@ async def run_policy(env, script):
 @pytest.mark.parametrize(("column", "alias"), [("gpt-4-1106-preview", "gpt-4"), ("zero-one-ai/Yi-34B-Chat", "yi-34b"),
                                                ("mistralai/mistral-7b-chat", "mistral-7b")])
 async def test_answer_with_model_reproduces_recorded_accuracy_and_cost(winogrande, column, alias):
-    env = rb.load(winogrande)
+    env = routerbench_env(winogrande)
     accuracy, cost, n = await run_policy(env, [answer(alias)])
     exp_accuracy, exp_cost, exp_n = recorded_means(winogrande, column)
     assert n == exp_n
@@ -57,7 +58,7 @@ async def test_answer_with_model_reproduces_recorded_accuracy_and_cost(winogrand
 
 async def test_missing_outcomes_make_a_model_unavailable_not_correct(data_dir):
     path = data_dir / "routerbench" / "arc_challenge_train.csv"
-    env = rb.load(path)
+    env = routerbench_env(path)
     missing = [r for r in env.rows if "gpt-3.5" not in r.records]
     assert missing, "the ARC split has rows with a missing gpt-3.5 outcome"
     row = missing[0]
@@ -71,7 +72,7 @@ async def test_missing_outcomes_make_a_model_unavailable_not_correct(data_dir):
 
 
 async def test_ask_then_answer_pays_once_and_counts_per_model(winogrande):
-    env = rb.load(winogrande)
+    env = routerbench_env(winogrande)
     task = env.tasks()[0]
     row = env.row(task.id)
     instance = env.start(task)
@@ -95,8 +96,8 @@ def test_split_is_stratified_seeded_and_disjoint(data_dir):
 
 
 def test_descriptions_use_training_statistics_only(data_dir):
-    env = rb.load(data_dir / "routerbench", dev_fraction=0.5, seed=1, part="dev")
-    train_env = rb.load(data_dir / "routerbench", dev_fraction=0.5, seed=1, part="train")
+    env = routerbench_env(data_dir / "routerbench", dev_fraction=0.5, seed=1, part="dev")
+    train_env = routerbench_env(data_dir / "routerbench", dev_fraction=0.5, seed=1, part="train")
     assert env.stats == train_env.stats
     assert {r.id for r in env.rows}.isdisjoint({r.id for r in train_env.rows})
 
@@ -109,14 +110,14 @@ def test_any_csv_of_the_format_loads(tmp_path):
                     "m1|total_cost", "m2|total_cost", "oracle_model_to_route_to"])
         w.writerow([0, "q.1", json.dumps(["Which?\nA) x\nB) y\nAnswer:"]), "toy", 1.0, 0.0, "['A']", "['B']",
                     0.001, 0.0001, "m1"])
-    env = rb.load(path)
+    env = routerbench_env(path)
     assert env.models == ("m1", "m2")
     assert env.rows[0].gold_choice == "A"
     assert env.rows[0].question.startswith("Which?")
 
 
 async def test_parallel_asks_state_agreement_in_call_order(winogrande):
-    env = rb.load(winogrande)
+    env = routerbench_env(winogrande)
     letters = {"agree": None, "disagree": None}
     for row in env.rows:
         a, b, c = (rb.parse_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))

@@ -14,8 +14,8 @@ from orchestra.envs.tau.grade import GoldenAction, communicated
 from orchestra.envs.tau.user_sim import LEFT, STOP
 from orchestra.errors import ConfigError
 from orchestra.paths import shared_data
-from orchestra.rollout.parse import render_hermes
 from orchestra.task import Task
+from orchestra.toolcalls import render_hermes
 from orchestra.types import Message, Termination, ToolCall, Trajectory
 
 DATA = shared_data() / "tau2"

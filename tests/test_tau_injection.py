@@ -14,8 +14,8 @@ import pytest
 from orchestra import Limits, ScriptedBackend, Toolbox, run_episode
 from orchestra.envs.tau.env import TauEnvironment
 from orchestra.paths import shared_data
-from orchestra.rollout.parse import render_hermes
 from orchestra.task import Task
+from orchestra.toolcalls import render_hermes
 from orchestra.tools.spec import Tool
 from orchestra.types import Message
 

@@ -41,16 +41,16 @@ from orchestra.envs.routerbench.env import (
     last_question,
     load_rows,
 )
-from orchestra.envs.routerbench.env import load as load_routerbench
+from orchestra.envs.routerbench.training import default_preference
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_many
 from orchestra.rollout.guard import plain
-from orchestra.rollout.parse import render_hermes
+from orchestra.toolcalls import render_hermes
 from orchestra.train.config import GRPOConfig, SFTConfig
-from orchestra.train.data import default_preference
 from orchestra.train.grpo_trl import train_grpo
 from orchestra.train.metrics import read_metrics
 from orchestra.train.sft import train_sft
+from tests.envs import routerbench_env
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ class Setup:
         self.sft_csv = write_csv(root / "sft.csv", columns, rows[:TRAIN_ROWS], copies=3)
         self.grpo_csv = write_csv(root / "grpo.csv", columns, rows[:TRAIN_ROWS])
         dev_csv = write_csv(root / "dev.csv", columns, rows[TRAIN_ROWS : TRAIN_ROWS + DEV_ROWS])
-        train_env = load_routerbench(self.grpo_csv, part="train")
+        train_env = routerbench_env(self.grpo_csv, part="train")
         self.models = train_env.models
         assert set(self.models) == {CHEAP, *WRONG}
         # Held-out rows under the training part's statistics: the prompt lists the same prices as in training.
@@ -124,22 +124,27 @@ class Setup:
         tok = tiny_tokenizer(extra_corpus=tuple(corpus))
         backend = LocalBackend(tiny_model(tok, seed=0), tok, name="tiny", render_tools=False, seed=0)
         config = SFTConfig.model_validate({
-            "data": {"data": str(self.sft_csv), "dev_fraction": 0.0}, "preferences": {"avoid_share": 0.0},
+            "envs": [{"name": "routerbench", "data": str(self.sft_csv), "preferences": {"avoid_share": 0.0}}],
+            "demonstrations": {"source": "teacher", "keep": "all"},
             "lora": {"rank": 0}, "output_dir": str(root / "sft"), "examples": 3 * TRAIN_ROWS, "epochs": 6,
             "examples_per_step": 8, "learning_rate": 5e-3, "warmup_steps": 2, "checkpoint": {"every_steps": 1000},
         })
-        self.sft = train_sft(config, backend=backend, teacher=self.uniform_teacher).output_dir
+        self.sft = train_sft(config, backend=backend, teacher=self).output_dir
 
-    def uniform_teacher(self, example):
+    @property
+    def model(self) -> str:
+        return "uniform-teacher"
+
+    def for_instance(self, instance):
         """Answers with each model once across a row's three copies: no preference to imitate."""
-        base, _, copy = example.task.id.partition("~")
+        base, _, copy = instance.task.id.partition("~")
         model = self.models[(zlib.crc32(base.encode()) + int(copy or 0)) % len(self.models)]
         return ScriptedBackend(lambda messages: render_hermes("answer", {"model": model}))
 
     def grpo_config(self, output_dir: Path, **extra: object) -> dict[str, object]:
         values: dict[str, object] = {
             "model": {"kind": "local", "path": str(self.sft)},
-            "data": {"data": str(self.grpo_csv), "dev_fraction": 0.0}, "preferences": {"avoid_share": 0.0},
+            "envs": [{"name": "routerbench", "data": str(self.grpo_csv), "preferences": {"avoid_share": 0.0}}],
             "lora": {"rank": 0}, "output_dir": str(output_dir), "steps": 8, "group_size": 8, "prompts_per_step": 4,
             "learning_rate": 1e-3, "kl_coef": 0.05, "temperature": SAMPLING.temperature, "max_turns": 3,
             "max_tokens_per_turn": SAMPLING.max_tokens, "min_group_std": 0.01, "seed": 0,

@@ -12,10 +12,11 @@ import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
 from orchestra.envs.routerbench import env as rb
+from orchestra.envs.routerbench.config import PreferenceMix
+from orchestra.envs.routerbench.training import collect_demonstrations, sample_examples
 from orchestra.errors import ConfigError
-from orchestra.train.config import PreferenceMix, SFTConfig
-from orchestra.train.data import sample_examples
-from orchestra.train.sft import collect_demonstrations
+from orchestra.train.config import SFTConfig
+from tests.envs import routerbench_env
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def env(data_dir, tmp_path_factory):
                 if n > 80:
                     break
                 writer.writerow(row)
-    return rb.load(folder)
+    return routerbench_env(folder)
 
 
 def call(name, model):
@@ -92,7 +93,8 @@ def test_demonstrations_use_only_offered_models_and_respect_avoidance(env):
 
 def test_an_unknown_preference_family_fails_at_load_naming_the_field():
     with pytest.raises(Exception, match="families"):
-        SFTConfig.model_validate({"preferences": {"sampler": "paper", "families": {"fastest": 1.0}}})
+        SFTConfig.model_validate({"envs": [{"name": "routerbench", "preferences": {"sampler": "paper",
+                                                                                     "families": {"fastest": 1.0}}}]})
 
 
 @pytest.mark.parametrize("name", ["train_sft.yaml", "train_grpo.yaml", "train_grpo_paper_preferences.yaml"])
@@ -105,6 +107,7 @@ def test_example_training_configs_load(name):
     path = Path(__file__).resolve().parents[1] / "examples" / name
     model = SFTConfig if "sft" in name else GRPOConfig
     config = load_config(path, model, ())
-    assert config.data.dev_fraction == 0.1
+    env = config.envs[0].config
+    assert env.name == "routerbench" and env.dev_fraction == 0.1
     if "paper" in name:
-        assert config.preferences.sampler == "paper" and config.preferences.multiplier_range == (0.25, 4.0)
+        assert env.preferences.sampler == "paper" and env.preferences.multiplier_range == (0.25, 4.0)

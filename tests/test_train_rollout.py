@@ -16,15 +16,20 @@ import pytest
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
+from orchestra.envs.routerbench.config import PreferenceMix
 from orchestra.envs.routerbench.env import RouterBench
-from orchestra.envs.routerbench.env import load as load_routerbench
+from orchestra.envs.routerbench.training import (
+    DEMO_SETTINGS,
+    collect_demonstrations,
+    default_preference,
+    sample_examples,
+)
 from orchestra.rollout.batch import run_task
-from orchestra.rollout.parse import render_hermes
-from orchestra.train.config import PreferenceMix
-from orchestra.train.data import default_preference, encode_conversation, sample_examples
+from orchestra.toolcalls import render_hermes
+from orchestra.train.data import encode_conversation
 from orchestra.train.rollout import collect_groups, to_sequence
-from orchestra.train.sft import DEMO_SETTINGS, collect_demonstrations
 from orchestra.types import Termination
+from tests.envs import routerbench_env
 from tests.forced_model import ForcedLM
 
 CHEAP, WRONG = "mistral-7b", "llama-70b"
@@ -32,7 +37,7 @@ CHEAP, WRONG = "mistral-7b", "llama-70b"
 
 @pytest.fixture(scope="module")
 def env(data_dir) -> RouterBench:
-    return load_routerbench(data_dir / "routerbench", dev_fraction=0.2, part="train")
+    return routerbench_env(data_dir / "routerbench", dev_fraction=0.2, part="train")
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def sft_overrides(data: Path, model_dir: Path, output_dir: Path, **extra: object
     """A small SFT run on RouterBench rows (consult-policy demonstrations), as dotted overrides."""
     values: dict[str, object] = {
         "model.kind": "local", "model.path": str(model_dir), "lora.rank": 0,
-        "data.data": str(data), "data.max_tasks": 24,
+        "envs": [{"name": "routerbench", "data": str(data), "dev_fraction": 0.2, "max_tasks": 24}],
         "examples": 24, "examples_per_step": 4, "epochs": 2, "learning_rate": 3e-3, "warmup_steps": 2,
         "checkpoint.every_steps": 4, "checkpoint.keep": 2, "output_dir": str(output_dir), "seed": 0,
     }

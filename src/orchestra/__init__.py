@@ -6,14 +6,23 @@ The public surface is small; importing it never imports torch.
 from orchestra.backends.base import ChatBackend, Sampling
 from orchestra.backends.pricing import PriceTable
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.base import Environment, Instance, Outcome
 from orchestra.errors import BackendError, BudgetExceeded, ConfigError
 from orchestra.preferences import Limits, Preferences
 from orchestra.rollout.budget import Budget
 from orchestra.rollout.episode import run_episode
-from orchestra.task import Task
+from orchestra.task import Environment, Instance, Task
 from orchestra.tools import CostCard, Tool, Toolbox, ToolOutput, ToolSpec, tool
-from orchestra.types import Completion, Message, Observation, Termination, ToolCall, Trajectory, Turn, Usage
+from orchestra.types import (
+    Completion,
+    Message,
+    Observation,
+    Outcome,
+    Termination,
+    ToolCall,
+    Trajectory,
+    Turn,
+    Usage,
+)
 
 __version__ = "0.1.0"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -192,3 +193,16 @@ class Trajectory:
     def format_errors(self) -> int:
         """Calls the orchestrator wrote that could not be parsed, named an unknown tool or had invalid arguments."""
         return sum(1 for o in self.observations if o.status == "format_error")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The grade of one trajectory. `solved` is the paper's r_outcome; `breakdown` says why."""
+
+    solved: bool
+    score: float = 0.0
+    breakdown: Mapping[str, float] = field(default_factory=dict)
+    details: str = ""
+    grader_cost_usd: float = 0.0
+    """What grading itself cost (e.g. an LLM judge), reported apart from the orchestrator's spend."""
+

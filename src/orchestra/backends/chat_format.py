@@ -6,7 +6,7 @@ What the model reads
   schemas, and the instruction to answer with `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. With no
   system message, one is added to carry them.
 - Assistant messages with tool calls: their text followed by one hermes `<tool_call>` block per call (what the parser
-  in `orchestra.rollout.parse` reads back). Calls that could not be parsed (`ToolCall.error`) have no arguments to
+  in `orchestra.toolcalls` reads back). Calls that could not be parsed (`ToolCall.error`) have no arguments to
   render and are left out; this matters only when a conversation is re-rendered from text, which the backend avoids
   for its own replies (see `continuation`).
 - Tool messages: the template's tool role when it has one (its source compares a role with "tool"); otherwise a
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.errors import ConfigError
-from orchestra.rollout.parse import render_hermes
+from orchestra.toolcalls import render_hermes
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Message
 

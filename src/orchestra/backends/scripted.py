@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from orchestra.backends.base import Sampling
 from orchestra.backends.pricing import ModelPrice
-from orchestra.rollout.parse import parse_tool_calls
+from orchestra.toolcalls import parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
 

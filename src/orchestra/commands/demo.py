@@ -26,10 +26,11 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestra.commands.train import with_progress
-from orchestra.train.config import TURN_TOKENS, GRPOConfig, SFTConfig
+from orchestra.train.config import GRPOConfig, SFTConfig
 
 BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
-AVOID_PROVIDER = "anthropic"
+AVOID_PRESET = "avoid-claude"
+"""The environment's preference preset the demo evaluates preference following with."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ def demo(
     plan = QUICK if quick else FULL
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    data_cfg = {"data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
+    env_cfg = {"name": "routerbench", "data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
 
-    sft_cfg = SFTConfig.model_validate({**plan.sft, "data": data_cfg, "seed": seed, "output_dir": str(out / "sft")})
+    sft_cfg = SFTConfig.model_validate({**plan.sft, "envs": [env_cfg], "seed": seed, "output_dir": str(out / "sft")})
     grpo_cfg = GRPOConfig.model_validate({
-        **plan.grpo, "data": data_cfg, "seed": seed, "output_dir": str(out / "grpo"),
+        **plan.grpo, "envs": [env_cfg], "seed": seed, "output_dir": str(out / "grpo"),
         "model": {"kind": "local", "path": str(out / "sft" / "orchestrator")}})
 
     console.rule("[bold]1. SFT warm start")
@@ -100,7 +101,7 @@ def demo(
 
     console.rule("[bold]3. Evaluation on the dev part")
     t = time.perf_counter()
-    runs = _evaluate_all(console, out, final, data, plan, seed, compare_sft)
+    runs, presets = _evaluate_all(console, out, final, env_cfg, plan, seed, compare_sft)
     timings["eval_s"] = time.perf_counter() - t
 
     console.rule("[bold]4. Results")
@@ -109,7 +110,8 @@ def demo(
     report = write_report([p for p, _ in runs.values()], out / "report", title="orchestra demo: RouterBench dev part")
     summary = _summarize(runs)
     if "sft" in runs:
-        summary["paper_reward"] = paper_reward_comparison(runs, ("untrained", "sft", "orchestra"))
+        summary["paper_reward"] = paper_reward_comparison(runs, ("untrained", "sft", "orchestra"),
+                                                          presets["default"])
     summary["timings_s"] = {**timings, "total_s": time.perf_counter() - started}
     summary["quick"] = quick
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -146,38 +148,37 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
     """A tiny random Qwen3 model whose tokenizer is trained on the task's prompts (quick mode)."""
     from orchestra.backends.local import LocalBackend
     from orchestra.backends.tiny import tiny_model, tiny_tokenizer
-    from orchestra.envs.routerbench.env import compact_prompt
-    from orchestra.train.sft import load_env
+    from orchestra.envs.registry import load_suite
 
-    env = load_env(cfg.data, "train")
-    corpus = tuple(m.content for t in env.tasks()[:200] for m in compact_prompt(t, [], None))
+    suite = load_suite(cfg.envs[0].config)
+    corpus = tuple(m.content for t in suite.training_env.tasks()[:200] for m in suite.prompt(t, [], None))
     corpus += ('<tool_call>\n{"name": "ask", "arguments": {"model": "yi-34b"}}\n</tool_call>',) * 20
     tokenizer = tiny_tokenizer(vocab_size=2048, extra_corpus=corpus)
     return LocalBackend(tiny_model(tokenizer, seed=cfg.seed, hidden_size=128, num_layers=2), tokenizer,
                         render_tools=False, seed=cfg.seed)
 
 
-def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, plan: DemoPlan,
-                  seed: int, compare_sft: bool) -> dict[str, tuple[Path, dict[str, Any]]]:
+def _evaluate_all(console: Console, out: Path, final: Path, env_cfg: dict[str, Any], plan: DemoPlan,
+                  seed: int, compare_sft: bool) -> tuple[dict[str, tuple[Path, dict[str, Any]]], dict[str, Any]]:
     from orchestra.backends.base import Sampling
-    from orchestra.evaluate.commands import load_environment, run_with_progress, slug
+    from orchestra.envs.registry import load_suite
+    from orchestra.evaluate.commands import run_with_progress, slug
     from orchestra.evaluate.run import preferences_to_dict
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
     from orchestra.evaluate.store import read_items
     from orchestra.preferences import Limits
     from orchestra.rollout.batch import EpisodeSettings
-    from orchestra.train.data import avoid_preference, default_preference
 
-    loaded = load_environment("routerbench", data, part="dev", dev_fraction=plan.dev_fraction, seed=seed)
-    tasks = loaded.tasks
+    suite = load_suite(env_cfg, part="dev")
+    tasks = list(suite.tasks)
     if plan.eval_limit and plan.eval_limit < len(tasks):  # an even subsample keeps the task-type mix
         stride = len(tasks) / plan.eval_limit
         tasks = [tasks[int(i * stride)] for i in range(plan.eval_limit)]
-    ctx = SpecContext(loaded.env, loaded.train_rows, seed)
-    avoid, _ = avoid_preference(AVOID_PROVIDER, list(loaded.env.models))
-    specs: list[tuple[str, str, Any]] = [(f"always:{m}", f"always:{m}", None) for m in loaded.env.models]
+    ctx = SpecContext(suite, seed)
+    avoid = suite.preference_presets[AVOID_PRESET]
+    specs: list[tuple[str, str, Any]] = [(f"always:{m}", f"always:{m}", None) for m in suite.models]
     specs += [(b, b, None) for b in BASELINES]
-    usual = default_preference()  # what the orchestrator was trained under when no avoidance was asked
+    usual = suite.preference_presets["default"]  # what it was trained under when no avoidance was asked
     if compare_sft:
         specs.append(("untrained", "prompted:local", usual))
         specs.append(("sft", str(out / "sft" / "orchestrator"), usual))
@@ -187,19 +188,19 @@ def _evaluate_all(console: Console, out: Path, final: Path, data: str | None, pl
     for label, spec, prefs in specs:
         resolved = resolve_orchestrator(spec, ctx)
         settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
-                                                             sampling=Sampling(max_tokens=TURN_TOKENS)))
-        config = {**loaded.config, "spec": spec, "label": label, "preferences": preferences_to_dict(prefs),
-                  "orchestrator": dict(resolved.details), "limit": plan.eval_limit}
+                                                             sampling=Sampling(max_tokens=suite.turn_tokens)))
+        config = {"env": dict(suite.identity), "spec": spec, "label": label,
+                  "preferences": preferences_to_dict(prefs), "limit": plan.eval_limit}
         run_dir = out / "runs" / slug(label)
         if label == "orchestra+avoid-claude":
             base_records = read_items(out / "runs" / slug("orchestra") / "items.jsonl")
         results = asyncio.run(run_with_progress(
-            loaded.env, tasks, resolved, run_dir, config=config, settings=settings, concurrency=64,
+            suite.env, tasks, resolved, run_dir, config=config, settings=settings, concurrency=64,
             base_records=base_records if label == "orchestra+avoid-claude" else None,
             show=label in ("untrained", "sft", "orchestra", "orchestra+avoid-claude")))
         runs[label] = (run_dir, results)
         console.print(f"{label:24s} accuracy {results['accuracy']:.3f}  ${results['cost_per_query_usd']:.6f}/query")
-    return runs
+    return runs, dict(suite.preference_presets)
 
 
 def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
@@ -232,8 +233,8 @@ def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def paper_reward_comparison(runs: dict[str, tuple[Path, dict[str, Any]]], labels: tuple[str, ...]
-                            ) -> dict[str, float]:
+def paper_reward_comparison(runs: dict[str, tuple[Path, dict[str, Any]]], labels: tuple[str, ...],
+                            prefs: Any) -> dict[str, float]:
     """Mean paper reward per policy, each dev task's group being the policies' trajectories on it.
 
     The paper's reward is group-relative (min-max normalized within a group), so policies are compared by putting
@@ -242,9 +243,7 @@ def paper_reward_comparison(runs: dict[str, tuple[Path, dict[str, Any]]], labels
     """
     from orchestra.evaluate.store import read_items
     from orchestra.rewards.preference import Features, group_rewards
-    from orchestra.train.data import default_preference
 
-    prefs = default_preference()
     items = {label: {r["task_id"]: r for r in read_items(runs[label][0] / "items.jsonl")} for label in labels}
     common = set.intersection(*(set(v) for v in items.values()))
     names: tuple[str, ...] = ()

@@ -1,8 +1,7 @@
-"""`orchestra env check tau --domain DIR` and `orchestra env list`."""
+"""`orchestra env check NAME [--data PATH]` and `orchestra env list`: environments through the registry."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,27 +11,39 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("check")
 def check(
-    kind: Annotated[str, typer.Argument(help="Environment kind: tau.")],
-    domain: Annotated[Path, typer.Option("--domain", help="Domain folder (db, policy, tasks).")],
+    name: Annotated[str, typer.Argument(help="Environment: tau (golden actions), or any that has a check.")],
+    data: Annotated[str | None, typer.Option("--data", "--domain", help="Data file or folder (tau: the domain "
+                                                                       "folder with db, policy and tasks).")] = None,
+    env_set: Annotated[list[str] | None, typer.Option("--env-set", help="Environment field KEY=VALUE.")] = None,
 ) -> None:
-    """Replay every task's golden actions on a fresh database and report the ones that fail.
+    """Check an environment's data: for τ² domains, replay every task's golden actions on a fresh database and
+    report the ones that fail.
 
     Exits 1 only when a task cannot even start; golden actions that fail on purpose (a customer's mistake the agent
     is expected to see refused) are listed but do not fail the check.
     """
-    if kind != "tau":
-        raise typer.BadParameter("only `tau` domains have golden actions to check")
-    from orchestra.envs.tau.env import check_domain
+    from orchestra.envs.registry import load_suite
+    from orchestra.errors import ConfigError
+    from orchestra.evaluate.commands import env_options
 
-    report = check_domain(domain)
-    typer.echo(report.render())
-    if not report.ok:
+    try:
+        suite = load_suite(env_options(name, data=data, extra=env_set or []))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if suite.check is None:
+        typer.echo(f"error: {name} has no data check", err=True)
+        raise typer.Exit(2)
+    text, ok = suite.check()
+    typer.echo(text)
+    if not ok:
         raise typer.Exit(1)
 
 
 @app.command("list")
 def list_environments() -> None:
     """The environments `orchestra eval` and `orchestra train` can name."""
-    typer.echo("routerbench  recorded outcomes of 11 LLMs (ask a model, see its recorded answer, pay its cost)")
-    typer.echo("tau          τ²-format domains (retail, telecom, mock): domain tools, golden-action grading")
-    typer.echo("qa           question answering in the HLE and FRAMES formats (exact, numeric, choice, judge)")
+    from orchestra.envs.registry import describe, names
+
+    for name in names():
+        typer.echo(f"{name:12s} {describe(name)}")

@@ -1,8 +1,10 @@
 """`orchestra eval` and `orchestra report`: thin faces over `evaluate` and `write_report`.
 
-Environments are named through one explicit table (`ENVIRONMENTS`, lazy imports). `eval` runs each orchestrator
-spec into `<out>/<spec slug>` (resumable; see `orchestra.evaluate.store`) with a live progress bar (accuracy and
-spend so far) and prints a summary table.
+Environments are named through `orchestra.envs.registry`. `eval` turns its flags into an `EvalConfig` (validated
+before anything loads), runs each orchestrator spec into `<out>/<spec slug>` (resumable; see
+`orchestra.evaluate.store`) with a live progress bar (accuracy and spend so far) and prints a summary table. The
+generic flags `--data`, `--part`, `--dev-fraction` and `--seed` fill the environment's config fields of those names
+(`--data` is a τ² domain's `path`); `--env-set key=value` sets any other field.
 
 RouterBench replays recorded costs: `--prices` reprices what is priced by the table (a prompted or served
 orchestrator's own tokens, pool models), not the recorded answers.
@@ -13,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,70 +28,6 @@ from orchestra.envs.base import Environment
 from orchestra.errors import ConfigError
 from orchestra.preferences import Limits, Preferences
 from orchestra.task import Task
-
-
-@dataclass(frozen=True)
-class LoadedEnv:
-    """An environment, the tasks to evaluate, the training rows baselines fit on, and what identifies them."""
-
-    env: Environment
-    tasks: list[Task]
-    config: dict[str, Any]
-    train_rows: list[Any] = field(default_factory=list)
-    replay: bool = False
-    """True when the environment brings its own model tools (pool tools are then not added)."""
-
-
-def _load_routerbench(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.routerbench.env import ModelStats, RouterBench, load_rows, split_rows
-    from orchestra.paths import shared_data
-
-    path = Path(data) if data else shared_data() / "routerbench"
-    rows = load_rows(path)
-    part = part or ("dev" if dev_fraction else "all")
-    if part == "dev" and not dev_fraction:
-        raise ConfigError("--part dev needs --dev-fraction > 0 (the share of the train split held apart)")
-    train, dev = split_rows(rows, dev_fraction, seed) if dev_fraction else (rows, [])
-    chosen = {"train": train, "dev": dev, "all": rows}.get(part)
-    if chosen is None:
-        raise ConfigError(f"--part {part!r}: use train, dev or all")
-    env = RouterBench(chosen, ModelStats.fit(train))
-    config = {"env": "routerbench", "data": str(path), "part": part, "dev_fraction": dev_fraction, "seed": seed}
-    return LoadedEnv(env, env.tasks(), config, list(train), replay=True)
-
-
-def _load_qa(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.qa.env import QAEnvironment
-    from orchestra.paths import shared_data
-
-    path = Path(data) if data else shared_data() / "frames" / "frames.jsonl"
-    env = QAEnvironment(path, dev_fraction=dev_fraction or 0.2)
-    part = part or "all"
-    config = {"env": "qa", "data": str(path), "part": part, "dev_fraction": env.dev_fraction}
-    return LoadedEnv(env, env.tasks(part), config)
-
-
-def _load_tau(data: str | None, part: str | None, dev_fraction: float, seed: int) -> LoadedEnv:
-    from orchestra.envs.tau.env import TauEnvironment
-    from orchestra.paths import shared_data
-
-    path = Path(data) if data else shared_data() / "tau2" / "retail"
-    env = TauEnvironment(path.name, path=path)  # the folder's name picks the domain's tools; solo mode
-    part = part or "all"
-    config = {"env": "tau", "data": str(path), "part": part, "mode": env.mode}
-    return LoadedEnv(env, list(env.tasks(None if part == "all" else part)), config)
-
-
-EnvLoader = Callable[[str | None, str | None, float, int], LoadedEnv]
-ENVIRONMENTS: dict[str, EnvLoader] = {"routerbench": _load_routerbench, "qa": _load_qa, "tau": _load_tau}
-
-
-def load_environment(name: str, data: str | None = None, *, part: str | None = None, dev_fraction: float = 0.0,
-                     seed: int = 0) -> LoadedEnv:
-    loader = ENVIRONMENTS.get(name)
-    if loader is None:
-        raise ConfigError(f"environment {name!r}: use one of {', '.join(ENVIRONMENTS)}")
-    return loader(data, part, dev_fraction, seed)
 
 
 def avoid_preferences(models: Sequence[str], all_models: Sequence[str]) -> Preferences:
@@ -120,8 +57,12 @@ def load_prices(path: str | None) -> tuple[PriceTable, dict[str, Any]]:
     table = PriceTable.default()
     if not path:
         return table, {"version": table.version}
-    text = Path(path).read_text()
-    overrides = yaml.safe_load(text) or {}
+    try:
+        text = Path(path).read_text()
+        overrides = yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--prices {path}: unreadable ({type(exc).__name__}: {exc}); give a YAML file with "
+                          "`models` and/or `tools`") from None
     if not isinstance(overrides, dict):
         raise ConfigError(f"--prices {path}: expected a mapping with `models` and/or `tools`")
     table = table.with_overrides(overrides)
@@ -134,14 +75,18 @@ def slug(spec: str) -> str:
 
 
 def eval_command(
-    env: Annotated[str, typer.Argument(help="Environment: routerbench, qa or tau.")],
-    orchestrator: Annotated[list[str], typer.Option("--orchestrator", "-o", help="Spec (repeatable): always:<model>, "
-                            "cheapest, random, oracle, cascade[:m1,m2,...], knn, prompted:<model>, prompted:local, "
-                            "a checkpoint folder, or an http(s):// endpoint.")],
+    env: Annotated[str, typer.Argument(help="Environment: routerbench, qa or tau (see `orchestra env list`).")],
+    orchestrator: Annotated[list[str], typer.Option("--orchestrator", "-o", help="Spec (repeatable): the "
+                            "environment's baselines (routerbench: always:<model>, cheapest, random, oracle, "
+                            "cascade[:m1,m2,...], knn[:lambda]), prompted:<model>, prompted:local, a checkpoint "
+                            "folder, or an http(s):// endpoint.")],
     data: Annotated[str | None, typer.Option(help="Data file or folder (default: the shared data).")] = None,
     out: Annotated[Path, typer.Option(help="Parent folder; each spec runs in OUT/<spec slug>.")] = Path("runs"),
-    part: Annotated[str | None, typer.Option(help="train, dev or all (qa: all, dev, test, START:STOP).")] = None,
-    dev_fraction: Annotated[float, typer.Option(help="Share of the train split held apart as dev.")] = 0.0,
+    part: Annotated[str | None, typer.Option(help="train, dev or all (qa: all, dev, test, START:STOP; tau: a "
+                                                  "split of split_tasks.json).")] = None,
+    dev_fraction: Annotated[float | None, typer.Option(help="Share of the data held apart as dev.")] = None,
+    env_set: Annotated[list[str] | None, typer.Option("--env-set", help="Environment field KEY=VALUE "
+                                                                       "(repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the dev split and of random baselines.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N tasks only.")] = None,
     trials: Annotated[int, typer.Option(help="Trials per task (pass^k when > 1).")] = 1,
@@ -154,7 +99,6 @@ def eval_command(
     local_model: Annotated[str | None, typer.Option(help="Model folder for prompted:local.")] = None,
     endpoint_model: Annotated[str | None, typer.Option(help="Model name served at an http(s) spec.")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the endpoint's key.")] = None,
-    knn_lambda: Annotated[float | None, typer.Option(help="knn cost weight (default: fit on train).")] = None,
     max_turns: Annotated[int, typer.Option(help="Turn cap per episode.")] = 10,
     budget_usd: Annotated[float | None, typer.Option(help="Dollar cap per episode.")] = None,
     temperature: Annotated[float, typer.Option(help="Orchestrator sampling temperature.")] = 0.0,
@@ -162,35 +106,39 @@ def eval_command(
     force: Annotated[bool, typer.Option(help="Restart a run folder made with other settings.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
 ) -> None:
-    from orchestra.evaluate.run import preferences_to_dict
+    from orchestra.config import load_config
+    from orchestra.envs.registry import load_suite
+    from orchestra.evaluate.config import EvalConfig
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
     from orchestra.evaluate.store import read_items
     from orchestra.rollout.batch import EpisodeSettings
 
     try:
-        loaded = load_environment(env, data, part=part, dev_fraction=dev_fraction, seed=seed)
-        tasks = loaded.tasks[:limit] if limit is not None else loaded.tasks
-        table, price_info = load_prices(prices)
-        prefs = _preferences(loaded, prefer_avoid, preferences)
-        limits = Limits(max_turns=max_turns, budget_usd=budget_usd)
-        sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
-        pool_tools = _pool_tools(pool, table) if pool and not loaded.replay else ()
-        ctx = SpecContext(loaded.env, loaded.train_rows, seed, table, pool, local_model, endpoint_model, api_key_env,
-                          knn_lambda)
+        env_config = env_options(env, data=data, part=part, dev_fraction=dev_fraction, seed=seed,
+                                 extra=env_set or [])
+        cfg = load_config(None, EvalConfig, default={
+            "env": env_config, "orchestrators": orchestrator, "limit": limit, "trials": trials,
+            "concurrency": concurrency, "seed": seed, "prices": prices, "preferences": preferences, "pool": pool,
+            "prefer_avoid": [m.strip() for m in (prefer_avoid or "").split(",") if m.strip()],
+            "max_turns": max_turns, "budget_usd": budget_usd, "temperature": temperature, "max_tokens": max_tokens})
+        table, price_info = load_prices(cfg.prices)
+        suite = load_suite(cfg.env)
+        tasks = list(suite.tasks)[: cfg.limit]
+        prefs = _preferences(suite.models, cfg.prefer_avoid, cfg.preferences)
+        limits = Limits(max_turns=cfg.max_turns, budget_usd=cfg.budget_usd)
+        sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+        pool_tools = _pool_tools(cfg.pool, table) if cfg.pool and not suite.brings_models else ()
+        ctx = SpecContext(suite, cfg.seed, table, cfg.pool, local_model, endpoint_model, api_key_env)
         base = read_items(base_run / "items.jsonl") if base_run else None
         summaries = []
-        for spec in orchestrator:
+        for spec in cfg.orchestrators:
             resolved = resolve_orchestrator(spec, ctx)
             settings = resolved.episode_settings(
                 EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling))
-            config = {**loaded.config, "spec": spec, "prices": price_info, "preferences": preferences_to_dict(prefs),
-                      "limits": {"max_turns": settings.limits.max_turns, "budget_usd": budget_usd},
-                      "sampling": {"temperature": temperature, "max_tokens": settings.sampling.max_tokens,
-                                   "seed": seed},
-                      "orchestrator": dict(resolved.details), "pool": pool}
+            config = {"env": dict(suite.identity), "spec": spec, "prices": price_info, "pool": cfg.pool}
             results = asyncio.run(run_with_progress(
-                loaded.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=trials,
-                concurrency=concurrency, force=force, base_records=base, show=progress))
+                suite.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=cfg.trials,
+                concurrency=cfg.concurrency, force=force, base_records=base, show=progress))
             summaries.append((spec, out / slug(spec), results))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -198,12 +146,33 @@ def eval_command(
     print_summary(summaries)
 
 
-def _preferences(loaded: LoadedEnv, prefer_avoid: str | None, path: str | None) -> Preferences | None:
-    if prefer_avoid and path:
-        raise ConfigError("give --prefer-avoid or --preferences, not both")
+def env_options(name: str, *, data: str | None = None, part: str | None = None, dev_fraction: float | None = None,
+                seed: int | None = None, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The environment config the generic flags describe: each flag fills the field of that name when the
+    environment has one (`data` fills `path` for folder-based environments); `extra` holds KEY=VALUE pairs."""
+    from orchestra.envs.registry import config_type
+
+    fields = config_type(name).model_fields
+    out: dict[str, Any] = {"name": name}
+    if data is not None:
+        out["data" if "data" in fields else "path"] = data
+    for key, value in (("part", part), ("dev_fraction", dev_fraction), ("seed", seed)):
+        if value is not None and key in fields:
+            out[key] = value
+    for item in extra:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--env-set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--env-set {item!r}: the value is not valid YAML; quote it") from None
+    return out
+
+
+def _preferences(models: Sequence[str], prefer_avoid: Sequence[str], path: str | None) -> Preferences | None:
     if prefer_avoid:
-        models = list(getattr(loaded.env, "models", ()))
-        return avoid_preferences(prefer_avoid.split(","), models)
+        return avoid_preferences(prefer_avoid, list(models))
     return load_preferences(path) if path else None
 
 

@@ -81,14 +81,16 @@ def with_preference_scores(runs: Sequence[Run]) -> list[Run]:
     from orchestra.evaluate.store import read_items
 
     def key(run: Run) -> str:
-        config = {k: v for k, v in run.results.get("config", {}).items() if k != "preferences"}
+        config = {k: v for k, v in run.results.get("config", {}).items() if k not in ("preferences", "label")}
+        if isinstance(config.get("settings"), dict):
+            config["settings"] = {k: v for k, v in config["settings"].items() if k != "preferences"}
         return json.dumps(config, sort_keys=True, default=str)
 
-    bases = {key(r): r for r in runs if not r.results.get("config", {}).get("preferences")}
+    bases = {key(r): r for r in runs if not flat_config(r.results).get("preferences")}
     out = []
     for run in runs:
         base = bases.get(key(run))
-        if (run.results.get("config", {}).get("preferences") and run.preference_score is None and base is not None
+        if (flat_config(run.results).get("preferences") and run.preference_score is None and base is not None
                 and (run.path / "items.jsonl").exists() and (base.path / "items.jsonl").exists()):
             digest = run.results.get("config_hash")
             records = [r for r in read_items(run.path / "items.jsonl") if r.get("config_hash", digest) == digest]
@@ -107,8 +109,20 @@ def group_benchmarks(runs: Sequence[Run]) -> list[Benchmark]:
             for title, rs in groups.items()]
 
 
+def flat_config(results: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with the environment's identity and the settings' preferences lifted to the top level (runs
+    store them nested: `env` is the environment's `Suite.identity`, `settings` what the runner ran with)."""
+    c = dict(results.get("config", {}))
+    if isinstance(c.get("env"), dict):
+        c = {**c["env"], **{k: v for k, v in c.items() if k != "env"}}
+    settings = c.get("settings")
+    if isinstance(settings, dict) and "preferences" not in c:
+        c["preferences"] = settings.get("preferences")
+    return c
+
+
 def benchmark_title(results: dict[str, Any]) -> str:
-    c = results.get("config", {})
+    c = flat_config(results)
     parts = [str(c.get("env", "?"))]
     if c.get("data"):
         parts.append(Path(str(c["data"])).name)

@@ -11,8 +11,12 @@ Invariants
   draws what the interrupted one would have; rule baselines seed on it too.
 - The summary is a pure function of the stored records of the requested items: a resumed run and an uninterrupted
   one with the same per-item results have equal metrics (wall-clock latency aside).
-- The config hash covers everything that changes an item's result (orchestrator, environment, data and part,
-  prices, preferences, limits, sampling), not how the run is executed (concurrency, limit, trials count).
+- The config hash covers everything that changes an item's result, not how the run is executed (concurrency,
+  limit, trials count). The caller's `config` names the environment (its `Suite.identity`: data paths and
+  digests), prices and spec; the runner itself adds what it runs with: the orchestrator (spec, resolved details,
+  a checkpoint's folder digest) and the episode settings (limits, sampling, preferences, pool tool schemas, prompt
+  builder and observation renderer), so no caller can leave them out. A resume whose config differs is refused,
+  naming the inputs that changed.
 """
 
 from __future__ import annotations
@@ -22,17 +26,15 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from orchestra.envs.base import Environment
-from orchestra.envs.routerbench.baselines import task_aware
 from orchestra.evaluate.spec import Orchestrator
 from orchestra.evaluate.store import ResultStore
 from orchestra.preferences import Preferences
 from orchestra.rollout.batch import EpisodeResult, EpisodeSettings, run_many
-from orchestra.task import Task
+from orchestra.task import Environment, Task
 from orchestra.trajectory import trajectory_to_dict
 
 ItemCallback = Callable[[Mapping[str, Any]], None]
@@ -42,6 +44,22 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """A short, stable hash of a JSON-able config (key order does not matter)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def settings_fingerprint(settings: EpisodeSettings) -> dict[str, Any]:
+    """What of the episode settings changes results, as JSON (functions by their qualified names)."""
+    return {
+        "limits": {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(settings.limits).items()},
+        "sampling": asdict(settings.sampling),
+        "preferences": preferences_to_dict(settings.preferences),
+        "pool_tools": [t.spec.to_openai() for t in settings.pool_tools],
+        "prompt": _qualname(settings.build_prompt),
+        "observation": _qualname(settings.render_observation),
+    }
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def item_id(task_id: str, trial: int) -> str:
@@ -71,6 +89,8 @@ async def evaluate(
     if trials < 1:
         raise ValueError("trials must be >= 1")
     settings = settings or EpisodeSettings()
+    config = {**config, "orchestrator": {"spec": orchestrator.spec, **dict(orchestrator.details)},
+              "settings": settings_fingerprint(settings)}
     digest = config_hash(config)
     wanted = [item_id(t.id, trial) for trial in range(trials) for t in tasks]
     if len(set(wanted)) != len(wanted):
@@ -84,11 +104,8 @@ async def evaluate(
             pending = [t for t in tasks if item_id(t.id, trial) not in done]
             if not pending:
                 continue
-            trial_settings = replace(
-                settings,
-                build_prompt=task_aware(orchestrator.build_prompt),
-                sampling=replace(settings.sampling, seed=base_seed + trial),
-            )
+            trial_settings = replace(settings, build_prompt=orchestrator.build_prompt,
+                                     sampling=replace(settings.sampling, seed=base_seed + trial))
 
             def land(result: EpisodeResult, trial: int = trial) -> None:
                 record = item_record(result, trial, digest)

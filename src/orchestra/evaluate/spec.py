@@ -1,14 +1,16 @@
 """Orchestrator specs: one string names what to evaluate, resolved here to a `ChatBackend` and its prompt builder.
 
 Forms
-- RouterBench baselines (`orchestra.envs.routerbench.baselines`): `always:<model>`, `cheapest`, `random`, `oracle`,
-  `cascade` (per-task-type default fit on the training part), `cascade:<m1>,<m2>,...`, `knn`.
+- The environment's baselines (`Suite.baselines`, e.g. RouterBench's `always:<model>`, `cheapest`, `random`,
+  `oracle`, `cascade`, `cascade:<m1>,<m2>,...`, `knn`, `knn:<lambda>`): `<head>[:<arg>]`.
 - `prompted:<model>`: an LLM prompted as orchestrator with the environment's tools; the model is one of the pool's
   models (an expert tool or the pool's orchestrator, matched by model name or tool name). `prompted:local`: a local
   transformers model (`local_model` folder, or the bundled SmolLM2 when none is given).
 - A trained checkpoint folder holding `orchestra.json` (`{"prompt": "<builder name>", "model": "<name>"}`) and a
-  Hugging Face model and tokenizer: `LocalBackend.from_pretrained`, with the prompt builder named in
-  `PROMPT_BUILDERS`.
+  Hugging Face model and tokenizer: `LocalBackend.from_pretrained`. Its prompt and observation format are the ones
+  it was trained with: `default`, or the name of an environment's compact prompt (`routerbench/compact`,
+  `tau/compact`), which must be the evaluated environment's own (`Suite.prompt_name`). Its identity includes a
+  digest of the folder (weights and metadata), so retraining into the same folder changes every run's hash.
 - `http://...` or `https://...`: an OpenAI-compatible endpoint serving an orchestrator (`endpoint_model` names the
   model, as priced in the price table).
 
@@ -19,33 +21,31 @@ must have a price (a missing one is a `ConfigError`). Heavy backends are importe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestra.backends.base import ChatBackend
 from orchestra.backends.pricing import ModelPrice, PriceTable
-from orchestra.envs.base import Environment
-from orchestra.envs.routerbench.env import compact_prompt
+from orchestra.envs.base import Suite
 from orchestra.errors import ConfigError
 from orchestra.rollout.batch import EpisodeSettings
 from orchestra.rollout.episode import ObservationRenderer, PromptBuilder
 from orchestra.rollout.guard import plain, wrap_untrusted
 from orchestra.rollout.prompt import default_prompt
+from orchestra.task import InstancePolicy
 
-PROMPT_BUILDERS: dict[str, PromptBuilder] = {"default": default_prompt, "routerbench-compact": compact_prompt}
-"""Prompt builders a checkpoint's `orchestra.json` may name (explicit, so a typo is an error, not a fallback)."""
 OBSERVATION_RENDERERS: dict[str, ObservationRenderer] = {"untrusted": wrap_untrusted, "plain": plain}
-
-BASELINES = ("always:<model>", "cheapest", "random", "oracle", "cascade", "cascade:<m1>,<m2>,...", "knn")
+LEGACY_PROMPTS = {"routerbench-compact": "routerbench/compact"}
+"""Prompt names written by earlier checkpoints, and what they are called now."""
 
 
 @dataclass(frozen=True)
 class Orchestrator:
     """What an evaluation runs: the backend, its prompt builder, the spec it came from, and what was resolved."""
 
-    backend: ChatBackend
+    backend: ChatBackend | InstancePolicy
     build_prompt: PromptBuilder = default_prompt
     spec: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -70,17 +70,14 @@ class Orchestrator:
 class SpecContext:
     """What resolving a spec may need besides the string."""
 
-    env: Environment
-    train_rows: Sequence[Any] | None = None
-    """RouterBench rows of the training part (fitting `knn` and the default `cascade`)."""
+    suite: Suite | None = None
+    """The environment being evaluated (its baselines, prompt and observation format)."""
     seed: int = 0
     prices: PriceTable = field(default_factory=PriceTable.default)
     pool: str | Path | None = None
     local_model: str | Path | None = None
     endpoint_model: str | None = None
     api_key_env: str | None = None
-    knn_lambda: float | None = None
-    budget_share: float = 0.35
     local_batch_size: int = 64
     """Rows per batch when a local model generates for concurrent episodes."""
 
@@ -90,58 +87,20 @@ def resolve_orchestrator(spec: str, ctx: SpecContext) -> Orchestrator:
     head, _, arg = spec.partition(":")
     if spec.startswith(("http://", "https://")):
         return _endpoint(spec, ctx)
-    if head in ("always", "cheapest", "random", "oracle", "cascade", "knn"):
-        return _baseline(spec, head, arg, ctx)
+    baselines = ctx.suite.baselines if ctx.suite is not None else {}
+    if head in baselines:
+        policy = baselines[head](arg)
+        return Orchestrator(policy, default_prompt, spec, dict(getattr(policy, "details", {})))
     if head == "prompted":
         return _prompted(spec, arg, ctx)
     path = Path(spec)
     if path.is_dir() and (path / "orchestra.json").exists():
         return _checkpoint(path, ctx)
+    forms = ", ".join(f"{h}[:...]" for h in baselines)
     raise ConfigError(
-        f"orchestrator {spec!r}: not a known form. Use one of {', '.join(BASELINES)}, prompted:<model>, "
+        f"orchestrator {spec!r}: not a known form. Use {forms + ', ' if forms else ''}prompted:<model>, "
         "prompted:local, a checkpoint folder with orchestra.json, or an http(s):// endpoint"
     )
-
-
-def _baseline(spec: str, head: str, arg: str, ctx: SpecContext) -> Orchestrator:
-    from orchestra.envs.routerbench.env import RouterBench
-    from orchestra.envs.routerbench import baselines as b
-
-    env = ctx.env
-    if not isinstance(env, RouterBench):
-        raise ConfigError(f"orchestrator {spec!r}: baselines replay RouterBench outcomes; for "
-                          f"{getattr(env, 'name', 'this environment')} use prompted:<model> or a checkpoint")
-    details: dict[str, Any] = {}
-    if head == "always":
-        if arg not in env.models:
-            raise ConfigError(f"orchestrator {spec!r}: unknown model {arg!r}; models: {', '.join(env.models)}")
-        backend: ChatBackend = b.Always(arg)
-    elif head == "cheapest":
-        backend = b.cheapest(env)
-        details["model"] = backend.answer_model
-    elif head == "random":
-        backend = b.RandomModel(env, ctx.seed)
-    elif head == "oracle":
-        backend = b.Oracle(env)
-    elif head == "cascade":
-        if arg:
-            cascades: Mapping[str, Sequence[str]] = {"*": [m.strip() for m in arg.split(",") if m.strip()]}
-        else:
-            cascades = b.fit_cascades(_train(ctx, spec), env.models, budget_share=ctx.budget_share)
-        backend = b.Cascade(env, cascades, name=spec)
-        details["cascades"] = {k: list(v) for k, v in cascades.items()}
-    else:
-        router = b.fit_knn(_train(ctx, spec), env.models, lam=ctx.knn_lambda, budget_share=ctx.budget_share,
-                           seed=ctx.seed)
-        backend = b.Knn(router, name=spec)
-        details.update(k=router.k, lam=router.lam)
-    return Orchestrator(backend, default_prompt, spec, details)
-
-
-def _train(ctx: SpecContext, spec: str) -> Sequence[Any]:
-    if not ctx.train_rows:
-        raise ConfigError(f"orchestrator {spec!r}: needs the training part's rows to fit on")
-    return ctx.train_rows
 
 
 def _prompted(spec: str, model: str, ctx: SpecContext) -> Orchestrator:
@@ -179,23 +138,19 @@ def _checkpoint(path: Path, ctx: SpecContext) -> Orchestrator:
         meta = json.loads((path / "orchestra.json").read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path / 'orchestra.json'}: unreadable ({exc})") from None
-    prompt_name = meta.get("prompt", "default")
-    builder = PROMPT_BUILDERS.get(prompt_name)
-    if builder is None:
-        raise ConfigError(f"{path / 'orchestra.json'}: prompt {prompt_name!r} is not one of "
-                          f"{', '.join(sorted(PROMPT_BUILDERS))}")
-    renderer = OBSERVATION_RENDERERS.get(meta.get("observation", "untrusted"))
-    if renderer is None:
-        raise ConfigError(f"{path / 'orchestra.json'}: observation {meta.get('observation')!r} is not one of "
-                          f"{', '.join(sorted(OBSERVATION_RENDERERS))}")
+    prompt_name = LEGACY_PROMPTS.get(meta.get("prompt", "default"), meta.get("prompt", "default"))
+    builder = _trained_prompt(prompt_name, ctx.suite, path)
+    renderer = _trained_observation(str(meta.get("observation", "untrusted")), ctx.suite, path)
     from orchestra.backends.local import LocalBackend
+    from orchestra.envs.registry import file_digest
 
     name = str(meta.get("model") or path.name)
     backend = LocalBackend.from_pretrained(str(path), name=name, price=_local_price(ctx.prices, name),
                                            render_tools=bool(meta.get("render_tools", True)),
                                            max_batch_size=ctx.local_batch_size)
     details = {"prompt": prompt_name, "model": name, "observation": meta.get("observation", "untrusted"),
-               "render_tools": bool(meta.get("render_tools", True)), "trained_by": meta.get("trained_by", "")}
+               "render_tools": bool(meta.get("render_tools", True)), "trained_by": meta.get("trained_by", ""),
+               "folder_sha256": file_digest(path)}
     return Orchestrator(backend, builder, str(path), details, renderer, meta.get("max_tokens"), meta.get("max_turns"))
 
 
@@ -208,6 +163,26 @@ def _endpoint(url: str, ctx: SpecContext) -> Orchestrator:
                           "price table or a --prices file")
     endpoint = ModelEndpoint(kind="openai", model=ctx.endpoint_model, base_url=url, api_key_env=ctx.api_key_env)
     return Orchestrator(make_backend(endpoint, ctx.prices), default_prompt, url, {"model": ctx.endpoint_model})
+
+
+def _trained_prompt(name: str, suite: Suite | None, path: Path) -> PromptBuilder:
+    """The prompt builder a checkpoint was trained with: `default`, or the evaluated environment's own."""
+    if name == "default":
+        return default_prompt
+    if suite is not None and name in (suite.prompt_name, "env"):  # "env": trained on a mixture, each env's own
+        return suite.prompt
+    where = f"this environment's is {suite.prompt_name!r}" if suite is not None else "no environment is given"
+    raise ConfigError(f"{path / 'orchestra.json'}: trained with prompt {name!r}, but {where}; evaluate it on the "
+                      "environment it was trained for")
+
+
+def _trained_observation(name: str, suite: Suite | None, path: Path) -> ObservationRenderer:
+    if name in OBSERVATION_RENDERERS:
+        return OBSERVATION_RENDERERS[name]
+    if suite is not None and name in (suite.observation_name, "env"):
+        return suite.observation
+    raise ConfigError(f"{path / 'orchestra.json'}: observation format {name!r} is not one of "
+                      f"{', '.join([*OBSERVATION_RENDERERS, *([suite.observation_name] if suite else [])])}")
 
 
 def _local_price(prices: PriceTable, name: str) -> ModelPrice:

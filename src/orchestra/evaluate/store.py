@@ -52,10 +52,12 @@ class ResultStore:
         if stale:
             if not force:
                 self.close()
+                changed = changed_inputs(self._stored_config(), json.loads(json.dumps(config, default=str)))
                 raise ConfigError(
-                    f"{self.run_dir} holds {len(records)} results made with other settings (config hash "
-                    f"{', '.join(map(str, stale))}, now {config_hash}); use another output folder, or --force to move "
-                    "the old results aside and start again"
+                    f"{self.run_dir} holds {len(records)} results made with other inputs (changed: "
+                    f"{', '.join(changed) or 'unknown'}; config hash {', '.join(map(str, stale))}, now "
+                    f"{config_hash}); use another output folder, or --force to move the old results aside and "
+                    "start again"
                 )
             self.items_path.rename(self.run_dir / f"items.{stale[0]}.jsonl.bak")
             records = []
@@ -64,6 +66,12 @@ class ResultStore:
         done = {r["id"]: r for r in records}
         self._ids = set(done)
         return done
+
+    def _stored_config(self) -> Mapping[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text()).get("config") or {}
+        except (OSError, ValueError):
+            return {}
 
     def append(self, record: Mapping[str, Any]) -> bool:
         """Append one finished item (one write + fsync). False, and nothing written, when its id is already in."""
@@ -175,3 +183,20 @@ def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def changed_inputs(old: Any, new: Any, prefix: str = "", limit: int = 6) -> list[str]:
+    """Dotted paths where two JSON configs differ (the first `limit`, shallowest first within each branch)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(path)
+            elif old[key] != new[key]:
+                out += changed_inputs(old[key], new[key], path, limit)
+            if len(out) >= limit:
+                break
+        return out[:limit]
+    return [] if old == new else [prefix or "(config)"]
+

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestra.envs.base import Outcome
 from orchestra.preferences import Preferences
 from orchestra.rewards.outcome import is_valid_rollout
 from orchestra.rewards.preference import Features, features, group_rewards, normalize_group
-from orchestra.types import Trajectory
+from orchestra.types import Outcome, Trajectory
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ reward, since a format error says nothing about the quality of the tools it chos
 
 from __future__ import annotations
 
-from orchestra.envs.base import Outcome
-from orchestra.types import Termination, Trajectory
+from orchestra.types import Outcome, Termination, Trajectory
 
 ANSWER_TERMINATIONS = frozenset({Termination.ANSWERED, Termination.FINAL_MESSAGE})
 """Ways an episode can end with an answer of its own; every other termination (turn cap, budget, context, error)

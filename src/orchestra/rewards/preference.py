@@ -52,9 +52,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestra.envs.base import Outcome
 from orchestra.preferences import Preferences
-from orchestra.types import Trajectory
+from orchestra.types import Outcome, Trajectory
 
 TIE_RELATIVE_TOLERANCE = 1e-9
 """Two group values whose difference is at most this fraction of their magnitude count as equal."""

@@ -27,9 +27,9 @@ from orchestra.errors import BackendError, BudgetExceeded, ContextLengthError
 from orchestra.preferences import Limits, Preferences
 from orchestra.rollout.budget import Budget
 from orchestra.rollout.guard import wrap_untrusted
-from orchestra.rollout.parse import strip_think
 from orchestra.rollout.prompt import default_prompt
 from orchestra.task import Task
+from orchestra.toolcalls import strip_think
 from orchestra.tools.spec import ToolSpec
 from orchestra.tools.toolbox import Toolbox
 from orchestra.types import Message, Observation, Termination, ToolCall, Trajectory, Turn

@@ -11,7 +11,11 @@ reward of every rollout. Another engine (e.g. verl) would plug in at the same bo
 Settings map one to one: group_size -> num_generations; clip_low/clip_high -> epsilon/epsilon_high; kl_coef ->
 beta; loss aggregation "dapo" (token mean over the batch's model-written tokens); rewards scaled per group.
 
-Multi-GPU: the same config runs under `accelerate launch -m orchestra.cli train grpo --config ...` (DeepSpeed via
+Environments: any mixture (`envs`). Each task of the dataset is `<env index>:<task id>`; `rollout_func` runs each
+environment's groups with its own prompt, observation format, limits and reward features (`Suite.reward_tools`),
+all concurrently so a local policy batches across them.
+
+Multi-GPU: the same config runs under `accelerate launch -m orchestra train grpo --config ...` (DeepSpeed via
 an accelerate config). On GPUs, switch `model` to the larger policy and raise the step counts; vLLM generation can
 replace `LocalBackend` by serving the policy behind an OpenAI-compatible endpoint, provided the server returns token
 ids (vLLM's `return_tokens_as_token_ids`), since training needs the exact ids.
@@ -31,17 +35,16 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from orchestra.backends.base import Sampling
-from orchestra.envs.routerbench.env import compact_prompt
-from orchestra.preferences import Limits
-from orchestra.rollout.batch import EpisodeSettings
-from orchestra.rollout.guard import plain
+import torch
+
+from orchestra.envs.base import Example
+from orchestra.errors import ConfigError
 from orchestra.train.config import GRPOConfig
-from orchestra.train.data import Example, rebalance, sample_examples
-from orchestra.train.export import OrchestratorMeta, save_orchestrator
+from orchestra.train.export import save_orchestrator
 from orchestra.train.metrics import MetricsLogger
+from orchestra.train.mixture import TrainingEnv, load_mixture, shares
 from orchestra.train.rollout import ScoredGroup, collect_groups, to_sequence
-from orchestra.train.sft import collect_demonstrations, load_env, load_policy_model, lora_config
+from orchestra.train.sft import load_policy_model, lora_config, resolve_device, trained_meta
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -71,16 +74,25 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
     return stats
 
 
-def task_pool(env: Any, config: GRPOConfig) -> list[Example]:
-    """The training tasks with their preferences; with `disagreement_share`, rebalanced so that tasks where two
-    consulted models disagree (the demonstration policy's trajectories tell which) make up that share of the
-    consult tasks. Without it, four in five RouterBench consult tasks are ones where the cheap answers agree: their
-    groups teach "do not escalate" and the rare disagreements cannot teach when to."""
-    examples = sample_examples(env, config.preferences, config.seed, config.data.max_tasks)
-    if config.disagreement_share is None:
-        return examples
-    demos = asyncio.run(collect_demonstrations(env, examples))
-    return [e for e, _ in rebalance(demos, config.disagreement_share, len(examples), config.seed)]
+def task_pool(mixture: list[TrainingEnv], config: GRPOConfig) -> list[tuple[int, Example]]:
+    """The training tasks with their preferences, as (environment index, example).
+
+    Each environment contributes its weight's share of its examples. With `balance_tasks`, an environment that has
+    its own demonstration source picks its tasks the way SFT picks demonstrations (`Suite.choose`): on RouterBench,
+    four in five consult tasks are ones where the cheap answers agree, so without the balance their groups teach
+    "do not escalate" and the rare disagreements cannot teach when to."""
+    pools = []
+    for k, env in enumerate(mixture):
+        examples = env.suite.training_examples(config.seed)
+        if config.balance_tasks and env.suite.select is not None and env.suite.demonstrate is not None:
+            demos = asyncio.run(env.suite.demonstrate(examples))
+            examples = [e for e, _ in env.suite.choose(demos, len(examples), config.seed)]
+        pools.append([(k, e) for e in examples])
+    if len(pools) == 1:
+        return pools[0]
+    total = sum(len(p) for p in pools)
+    counts = shares(total, [e.weight for e in mixture])
+    return [item for pool, n in zip(pools, counts, strict=True) for item in (pool * (n // max(1, len(pool)) + 1))[:n]]
 
 
 def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backend: Any | None = None) -> GRPOResult:
@@ -92,14 +104,13 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    env = load_env(config.data, "train")
-    examples = task_pool(env, config)
-    by_id = {e.task.id: e for e in examples}
+    mixture = load_mixture(config.envs)
+    _check_trl_fields(config.trl, TRLConfig)
+    pool = task_pool(mixture, config)
+    by_id = {f"{k}:{e.task.id}": (k, e) for k, e in pool}
     backend = backend or load_policy_model(config.model, seed=config.seed)
-    settings = EpisodeSettings(
-        limits=Limits(max_turns=config.max_turns), build_prompt=compact_prompt, render_observation=plain,
-        sampling=Sampling(temperature=config.temperature, max_tokens=config.max_tokens_per_turn),
-    )
+    settings = [env.settings(max_turns=config.max_turns, turn_tokens=config.max_tokens_per_turn,
+                             temperature=config.temperature) for env in mixture]
     out = Path(config.output_dir)
     history: list[dict[str, float]] = []
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -114,7 +125,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         ids = [p if isinstance(p, str) else json.dumps(p) for p in prompts]
         if len(ids) % size or any(ids[i] != ids[i - i % size] for i in range(len(ids))):
             raise ValueError("rollout_func expects each task repeated group_size times, consecutively")
-        chosen = [by_id[i] for i in ids[::size]]
+        chosen = [by_id[i] for i in ids[::size]]  # (environment index, example), one per group
         backend.lm = trainer.model  # generate with the current policy (LoRA layers included)
         if hasattr(backend, "reseed"):  # rollouts of step k depend only on (seed, k): a resumed run repeats them
             backend.reseed(config.seed * 1_000_003 + trainer.state.global_step)
@@ -122,10 +133,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         trainer.model.eval()
         started = time.perf_counter()
         try:
-            groups = asyncio.run(collect_groups(
-                env, [e.task for e in chosen], [e.preferences for e in chosen], backend, settings,
-                group_size=size, tool_names=list(env.models), min_group_std=config.min_group_std,
-            ))
+            groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
         finally:
             trainer.model.train(was_training)
         stats = rollout_stats(groups)
@@ -152,7 +160,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         return orchestra_reward
 
     rollouts_per_step = config.group_size * config.prompts_per_step
-    args = TRLConfig(
+    settings_kw = dict(
         output_dir=str(out / "checkpoints"),
         max_steps=config.steps,
         per_device_train_batch_size=rollouts_per_step // config.gradient_accumulation_steps,
@@ -166,37 +174,61 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         loss_type="dapo",
         scale_rewards="group",
         temperature=config.temperature,
-        max_completion_length=config.max_turns * (config.max_tokens_per_turn + 64),
+        max_completion_length=max(s.limits.max_turns * (s.sampling.max_tokens + 64) for s in settings),
         logging_steps=1,
         save_steps=config.checkpoint.every_steps,
         save_total_limit=config.checkpoint.keep,
         report_to=["tensorboard"] if config.log_tensorboard else [],
-        use_cpu=not _has_cuda(),
-        bf16=False,
+        use_cpu=resolve_device(config.model)[0] == "cpu",
+        bf16=resolve_device(config.model)[1] == torch.bfloat16,
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+    clash = sorted(set(config.trl) & set(settings_kw))
+    if clash:
+        raise ConfigError(f"trl.{clash[0]}: set by orchestra from its own config (use the field of GRPOConfig that "
+                          "maps to it, e.g. steps, group_size, learning_rate, clip_low, kl_coef)")
+    args = TRLConfig(**settings_kw, **config.trl)
     peft_config = None if config.lora.rank == 0 else lora_config(config.lora, backend.lm.config.num_hidden_layers)
 
     trainer = GRPOTrainer(
         model=backend.lm, reward_funcs=[orchestra_reward], args=args,
-        train_dataset=Dataset.from_list([{"prompt": e.task.id} for e in examples]),
+        train_dataset=Dataset.from_list([{"prompt": f"{k}:{e.task.id}"} for k, e in pool]),
         processing_class=backend.tokenizer, peft_config=peft_config, rollout_func=rollout_func,
     )
     trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     metrics.close()
     trainer.model.eval()
-    meta = OrchestratorMeta(prompt="routerbench-compact", observation="plain", render_tools=False,
-                            max_tokens=config.max_tokens_per_turn, max_turns=config.max_turns, trained_by="sft+grpo")
+    meta = trained_meta(mixture, "sft+grpo", max_tokens=config.max_tokens_per_turn, max_turns=config.max_turns)
     save_orchestrator(trainer.model, backend.tokenizer, out / "orchestrator", meta)
     return GRPOResult(out / "orchestrator", trainer.state.global_step, history)
 
 
-def _has_cuda() -> bool:
-    import torch
+async def _collect(mixture: list[TrainingEnv], settings: list[Any], chosen: list[tuple[int, Example]],
+                   backend: Any, group_size: int, min_group_std: float) -> list[ScoredGroup]:
+    """The groups of `chosen`, each environment's run concurrently (a local policy batches across them), in the
+    order of `chosen`."""
+    envs = sorted({k for k, _ in chosen})
+    runs = await asyncio.gather(*(collect_groups(
+        mixture[k].suite.training_env, [e.task for j, e in chosen if j == k],
+        [e.preferences for j, e in chosen if j == k], backend, settings[k], group_size=group_size,
+        tool_names=list(mixture[k].suite.reward_tools), min_group_std=min_group_std) for k in envs))
+    by_env = {k: iter(groups) for k, groups in zip(envs, runs, strict=True)}
+    return [next(by_env[k]) for k, _ in chosen]
 
-    return torch.cuda.is_available()
+
+def _check_trl_fields(fields: dict[str, Any], trl_config: Any) -> None:
+    """Every `trl:` key must be a field of TRL's GRPOConfig (an unknown one names the closest)."""
+    import dataclasses
+    import difflib
+
+    known = {f.name for f in dataclasses.fields(trl_config)}
+    for key in fields:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"trl.{key}: not a field of TRL's GRPOConfig" + (f" (did you mean {close[0]!r}?)"
+                                                                               if close else ""))

@@ -1,11 +1,17 @@
-"""SFT warm start: imitate a consult-and-compare policy's trajectories in the policy's own chat format.
+"""SFT warm start: imitate demonstrations in the policy's own chat format, on any environment or a mixture.
 
-The path, top to bottom: load the training part of RouterBench; sample each task's preference; run the demonstration
-policy (`orchestra.envs.routerbench.demonstrations`) through the real episode loop; rebalance so disagreements (when escalation
-is right) are not drowned out; encode each trajectory exactly as `LocalBackend` will see it (`train.data`); train a
-LoRA adapter (or all weights) on the assistant tokens; save the orchestrator directory (`train.export`).
+The path, top to bottom: load the environments (`orchestra.train.mixture`, before any model); make demonstrations
+(each environment's own source, or a teacher model) and pick each environment's share; encode each trajectory exactly
+as `LocalBackend` will see it (`train.data`), leaving out (and counting) any longer than `max_sequence_tokens`;
+train a LoRA adapter (or all weights) on the assistant tokens; save the orchestrator directory (`train.export`).
 Checkpoints (adapter, optimizer, scheduler, RNG, data position) are written every `checkpoint.every_steps` and a
 rerun of the same command resumes from the newest one.
+
+The loop is ours rather than TRL's SFTTrainer: the sequences are token-exact multi-turn transcripts with a mask we
+compute (what the model wrote), the loss is computed only where a trained token is predicted (a fifth of the
+positions on RouterBench; the output layer over a 49k vocabulary dominates a small model's step), and it shares the
+checkpoint format with resume tests that kill it mid-run. Device and dtype come from `model` (`device: auto` is cuda
+when available).
 """
 
 from __future__ import annotations
@@ -20,27 +26,14 @@ from typing import Any
 
 import torch
 
-from orchestra.backends.base import ChatBackend
-from orchestra.envs.routerbench.env import RouterBench, compact_prompt
-from orchestra.envs.routerbench.env import load as load_routerbench
-from orchestra.preferences import Limits
-from orchestra.rollout.batch import EpisodeSettings, run_task
-from orchestra.rollout.guard import plain
 from orchestra.train.checkpoint import DataPosition, latest_checkpoint, load_checkpoint, save_checkpoint
-from orchestra.train.config import TURN_TOKENS, LoraSettings, ModelSource, RouterBenchData, SFTConfig
-from orchestra.train.data import Encoded, Example, encode_conversation, rebalance, sample_examples
-from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
+from orchestra.train.config import LoraSettings, ModelSource, SFTConfig
+from orchestra.train.data import Encoded, encode_conversation
 from orchestra.train.export import OrchestratorMeta, save_orchestrator
 from orchestra.train.metrics import MetricsLogger
-from orchestra.types import Trajectory
+from orchestra.train.mixture import TrainingEnv, collect_demonstrations, load_mixture, teacher_backend
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
-Teacher = Callable[[Example], ChatBackend]
-"""Builds the demonstration policy of one example (default: the consult policy refit without its avoided models)."""
-
-COST_SHARE = {"default": 0.3, "cheapest": 0.1, "accuracy": 1.0}
-"""The demonstration policy's cost budget (share of always asking the escalation model) per preference family."""
-DEMO_SETTINGS = EpisodeSettings(limits=Limits(max_turns=3), build_prompt=compact_prompt, render_observation=plain)
 
 
 @dataclass(frozen=True)
@@ -49,44 +42,53 @@ class SFTResult:
     steps: int
     final_loss: float
     demonstrations: int
+    too_long: int = 0
+    """Demonstrations left out for exceeding `max_sequence_tokens`."""
 
 
-def load_env(data: RouterBenchData, part: str) -> RouterBench:
-    return load_routerbench(data.data, dev_fraction=data.dev_fraction, seed=data.seed, part=part)
+def trained_meta(mixture: Sequence[TrainingEnv], trained_by: str, *, max_tokens: int | None = None,
+                 max_turns: int | None = None) -> OrchestratorMeta:
+    """How the trained orchestrator is to be run: one environment's prompt and observation format, or `env` (each
+    evaluated environment's own) for a mixture."""
+    if len(mixture) == 1:
+        suite = mixture[0].suite
+        return OrchestratorMeta(prompt=suite.prompt_name, observation=suite.observation_name, render_tools=False,
+                                max_tokens=max_tokens or suite.turn_tokens, max_turns=max_turns or suite.max_turns,
+                                trained_by=trained_by)
+    return OrchestratorMeta(prompt="env", observation="env", render_tools=False, max_tokens=max_tokens,
+                            max_turns=max_turns, trained_by=trained_by)
 
 
-async def collect_demonstrations(env: RouterBench, examples: Sequence[Example], *,
-                                 teacher: Teacher | None = None) -> list[tuple[Example, Trajectory]]:
-    """Run the demonstration policy (`teacher`, or the consult policy refit per set of avoided models) on every
-    example."""
-    policies: dict[tuple[Any, ...], ConsultPolicy] = {}
-    out = []
-    for example in examples:
-        if teacher is not None:
-            policy = teacher(example)
-        else:
-            offered = example.task.metadata.get("offered") or env.models
-            factors = example.task.metadata.get("price_factors") or {}
-            key = (example.avoided, tuple(offered), tuple(sorted(factors.items())), example.family)
-            if key not in policies:
-                policies[key] = fit_consult_policy(
-                    env.rows, allowed=[m for m in offered if m not in example.avoided], price_factors=factors,
-                    max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
-            policy = consult_backend(policies[key])
-        result = await run_task(env, example.task, policy, DEMO_SETTINGS, preferences=example.preferences)
-        out.append((example, result.trajectory))
-    return out
+def resolve_device(source: ModelSource) -> tuple[str, torch.dtype]:
+    """(device, dtype) of `source`: auto = cuda when available; bfloat16 on cuda, float32 on cpu."""
+    device = source.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        from orchestra.errors import ConfigError
+
+        raise ConfigError("model.device: cuda was asked for but no GPU is visible; use auto or cpu")
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtype = names.get(source.dtype) or (torch.bfloat16 if device == "cuda" else torch.float32)
+    return device, dtype
 
 
 def load_policy_model(source: ModelSource, *, seed: int | None = None) -> Any:
-    """The LocalBackend to train (imported lazily: torch/transformers)."""
+    """The LocalBackend to train, on the configured device and dtype (imported lazily: torch/transformers)."""
     from orchestra.backends.local import LocalBackend
+    from orchestra.errors import ConfigError
 
+    device, dtype = resolve_device(source)
     if source.kind == "bundled":
-        return LocalBackend.smollm2(seed=seed, render_tools=False)
-    if not source.path:
-        raise ValueError("model.path is required when model.kind is 'local'")
-    return LocalBackend.from_pretrained(source.path, seed=seed, render_tools=False)
+        backend = LocalBackend.smollm2(seed=seed, render_tools=False, device=device)
+    elif not source.path or not (Path(source.path) / "config.json").exists():
+        raise ConfigError(f"model.path: {source.path!r} is not a model folder (no config.json); for GRPO, run "
+                          "`orchestra train sft` first (it writes runs/sft/orchestrator) or point model.path at one")
+    else:
+        backend = LocalBackend.from_pretrained(source.path, seed=seed, render_tools=False, device=device)
+    if dtype != torch.float32:
+        backend.lm.to(dtype)
+    return backend
 
 
 def with_lora(model: Any, lora: LoraSettings) -> Any:
@@ -107,14 +109,29 @@ def lora_config(lora: LoraSettings, num_layers: int) -> Any:
 
 
 def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend: Any | None = None,
-              teacher: Teacher | None = None) -> SFTResult:
+              teacher: Any | None = None) -> SFTResult:
+    """Train per `config`; `backend` replaces the configured model, `teacher` the configured teacher (a backend or
+    an `InstancePolicy`, e.g. a scripted policy in tests)."""
     torch.manual_seed(config.seed)
-    env = load_env(config.data, "train")
-    examples = sample_examples(env, config.preferences, config.seed, config.data.max_tasks)
-    demos = asyncio.run(collect_demonstrations(env, examples, teacher=teacher))
-    picked = rebalance(demos, config.disagreement_share, config.examples, config.seed)
+    mixture = load_mixture(config.envs)
+    source = config.demonstrations
+    if source.source == "teacher" and teacher is None:
+        if source.teacher is None:
+            from orchestra.errors import ConfigError
+
+            raise ConfigError("demonstrations.teacher: source teacher needs a model endpoint")
+        teacher = teacher_backend(source.teacher)
+    picked = asyncio.run(collect_demonstrations(mixture, config.examples, config.seed, source=source.source,
+                                                teacher=teacher, attempts=source.attempts,
+                                                keep_unsolved=source.keep == "all"))
     backend = backend or load_policy_model(config.model, seed=config.seed)
-    encoded = [encode_conversation(backend, trajectory.messages, []) for _, trajectory in picked]
+    every = [encode_conversation(backend, trajectory.messages, []) for _, trajectory in picked]
+    encoded = [e for e in every if len(e.ids) <= config.max_sequence_tokens]
+    if not encoded:
+        from orchestra.errors import ConfigError
+
+        raise ConfigError(f"max_sequence_tokens: every demonstration is longer than {config.max_sequence_tokens} "
+                          "tokens; raise it or use shorter tasks")
     model = with_lora(backend.lm, config.lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -151,10 +168,8 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
                 save_checkpoint(ckpt_root, position, save_model=_adapter_saver(model), optimizer=optimizer,
                                 scheduler=scheduler, keep_last=config.checkpoint.keep)
     model.eval()
-    meta = OrchestratorMeta(prompt="routerbench-compact", observation="plain", render_tools=False,
-                            max_tokens=TURN_TOKENS, max_turns=3, trained_by="sft")
-    save_orchestrator(model, backend.tokenizer, out / "orchestrator", meta)
-    return SFTResult(out / "orchestrator", position.step, loss_value, len(picked))
+    save_orchestrator(model, backend.tokenizer, out / "orchestrator", trained_meta(mixture, "sft"))
+    return SFTResult(out / "orchestrator", position.step, loss_value, len(encoded), len(every) - len(encoded))
 
 
 def _train_step(model: Any, optimizer: Any, scheduler: Any, batch: Sequence[Encoded], pad_id: int) -> float:
@@ -173,6 +188,8 @@ def _train_step(model: Any, optimizer: Any, scheduler: Any, batch: Sequence[Enco
         attention[row, :n] = 1
         trained[row, :n] = torch.tensor(example.mask, dtype=torch.bool)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    device = next(model.parameters()).device
+    ids, attention, trained = ids.to(device), attention.to(device), trained.to(device)
     hidden = base.model(input_ids=ids, attention_mask=attention).last_hidden_state
     predicts = trained[:, 1:]  # position t predicts token t + 1
     logits = base.lm_head(hidden[:, :-1][predicts])

@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Literal
 
 from orchestra.errors import ConfigError
+from orchestra.toolcalls import strip_think
 
 if TYPE_CHECKING:
     from orchestra.envs.qa.judge import LLMJudge
@@ -118,7 +119,6 @@ _SIMPLE_GROUP = re.compile(r"([\^_])\{([-+]?[\w.]+)\}")
 _REMOVE = re.compile(r"[!\"#&'`?@;~|]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _ARTICLES = re.compile(r"\b(?:a|an|the) (?=[a-z]{2})")
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 _ANSWER_LINE = re.compile(
     r"^[\s*#>-]*(?:the\s+)?(?:(?:final|exact|correct)\s+)?answer\s*(?:\*\*)?\s*(?:is\s*:?|:|=)\s*(?:\*\*)?\s*(.+)$",
     re.IGNORECASE,
@@ -170,7 +170,7 @@ def exact_match(predicted: str, gold: str) -> bool:
 
 def extract_final_answer(text: str) -> str:
     """The answer part of a response: the last \\boxed{...}, else the last "Answer: ..." line, else the text."""
-    text = _THINK.sub("", text).strip()
+    text = strip_think(text)
     boxed = _last_group(text, "\\boxed")
     if boxed is not None:
         return boxed.strip()
@@ -315,7 +315,7 @@ def extract_choice(text: str) -> str | None:
     A lowercase letter counts only when it is clearly the answer (parenthesized or ending the line), so
     "The answer is a bird" gives None.
     """
-    text = _THINK.sub("", clean_unicode(text)).strip()
+    text = strip_think(clean_unicode(text))
     boxed = _last_group(text, "\\boxed")
     if boxed is not None:
         text = boxed

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra.backends.base import ChatBackend, Sampling
+from orchestra.toolcalls import strip_think
 from orchestra.types import Message
 
 JUDGE_PROMPT = """Judge whether the following [response] to [question] is correct or not based on the precise and \
@@ -57,7 +58,6 @@ MAX_RESPONSE_CHARS = 20_000
 JUDGE_SAMPLING = Sampling(temperature=0.0, max_tokens=2048)
 _FIELDS = ("extracted_final_answer", "reasoning", "correct", "confidence")
 _KEY_LINE = re.compile(r"^[\s*#>_`-]*([A-Za-z][A-Za-z _]*?)[\s*_`]*[:=][\s*`]*(.*)$")
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def parse_verdict(text: str) -> JudgeVerdict:
     Keys are matched loosely ("Extracted final answer", "**correct**:"); `correct` accepts yes/no/true/false;
     `confidence` accepts "85", "85%" or a number and is clamped to [0, 100]. Unparseable -> incorrect, `parsed=False`.
     """
-    body = _THINK.sub("", text or "").strip()
+    body = strip_think(text or "")
     fields = _json_fields(body) or _line_fields(body)
     if "correct" not in fields:
         return JudgeVerdict(False, parsed=False, error="no `correct` field", raw=text or "")

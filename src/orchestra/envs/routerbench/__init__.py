@@ -1,1 +1,108 @@
-"""The `routerbench` environment."""
+"""Recorded outcomes of 11 LLMs: ask a model, see its recorded answer, pay its recorded cost.
+
+Entry point: `load(Config) -> Suite` (see `orchestra.envs.base`); nothing heavy is imported here.
+
+The suite's training part is always the split's train rows: model statistics, the fitted baselines (`cascade`,
+`knn`) and the demonstration policy see only them, whatever part is evaluated.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from orchestra.envs.base import Suite
+from orchestra.envs.routerbench.config import MAX_TURNS, TURN_TOKENS, Config, PreferenceMix
+
+__all__ = ["Config", "PreferenceMix", "load"]
+
+BASELINE_FORMS = ("always:<model>", "cheapest", "random", "oracle", "cascade", "cascade:<m1>,<m2>,...", "knn")
+
+
+def load(config: Config) -> Suite:
+    from orchestra.envs.registry import file_digest
+    from orchestra.envs.routerbench import training
+    from orchestra.envs.routerbench.env import (
+        PROVIDERS,
+        ModelStats,
+        RouterBench,
+        compact_prompt,
+        load_rows,
+        split_rows,
+    )
+    from orchestra.paths import shared_data
+    from orchestra.rollout.guard import plain
+
+    path = Path(config.data) if config.data else shared_data() / "routerbench"
+    rows = load_rows(path)
+    train, dev = split_rows(rows, config.dev_fraction, config.seed) if config.dev_fraction else (rows, [])
+    part = config.part or ("dev" if config.dev_fraction else "all")
+    chosen = {"train": train, "dev": dev, "all": rows}[part]
+    stats = ModelStats.fit(train)
+    env = RouterBench(chosen, stats)
+    train_env = env if part == "train" or not config.dev_fraction else RouterBench(train, stats)
+    tasks = env.tasks()
+    if part == "train" and config.max_tasks is not None:
+        tasks = tasks[: config.max_tasks]
+    identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
+                "dev_fraction": config.dev_fraction, "seed": config.seed}
+
+    def examples(seed: int, limit: int | None) -> list[Any]:
+        return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks)
+
+    async def demonstrate(chosen_examples: Any) -> list[Any]:
+        return await training.collect_demonstrations(train_env, chosen_examples)
+
+    def rebalance(demos: Any, n: int, seed: int) -> list[Any]:
+        return training.rebalance(demos, share, n, seed)
+
+    share = config.disagreement_share
+
+    presets = {"default": training.default_preference(config.preferences.cost_weight)}
+    for provider in sorted(set(PROVIDERS.values())):
+        label = training.PROVIDER_LABELS.get(provider, provider).split("/")[0]
+        presets[f"avoid-{label}"] = training.avoid_preference(provider, env.models,
+                                                              config.preferences.cost_weight)[0]
+    return Suite(
+        env=env, preference_presets=presets, tasks=tasks, identity=identity, prompt=compact_prompt, prompt_name="routerbench/compact",
+        observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
+        models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
+        demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env, max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS,
+    )
+
+
+def _baselines(env: Any, train_rows: list[Any], seed: int) -> dict[str, Any]:
+    """Spec head -> factory of the rule policy (fitted ones fit on the training rows on first use)."""
+    from orchestra.envs.routerbench import baselines as b
+    from orchestra.errors import ConfigError
+
+    models = env.models
+
+    def always(arg: str) -> Any:
+        if arg not in models:
+            raise ConfigError(f"orchestrator 'always:{arg}': unknown model {arg!r}; models: {', '.join(models)}")
+        return b.Always(arg)
+
+    def cascade(arg: str) -> Any:
+        if arg:
+            return b.Cascade(models, {"*": [m.strip() for m in arg.split(",") if m.strip()]}, name=f"cascade:{arg}")
+        return b.Cascade(models, fitted_cascades(), name="cascade")
+
+    @functools.cache
+    def fitted_cascades() -> dict[str, tuple[str, ...]]:
+        return b.fit_cascades(train_rows, models)
+
+    def knn(arg: str) -> Any:
+        lam = float(arg) if arg else None
+        router = b.fit_knn(train_rows, models, lam=lam, seed=seed)
+        return b.Knn(router, name="knn" if not arg else f"knn:{arg}")
+
+    return {
+        "always": always,
+        "cheapest": lambda arg: b.cheapest(models, env.stats.mean_cost_usd),
+        "random": lambda arg: b.RandomModel(models, seed),
+        "oracle": lambda arg: b.Oracle(models),
+        "cascade": cascade,
+        "knn": knn,
+    }

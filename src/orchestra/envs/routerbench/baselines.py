@@ -1,28 +1,27 @@
-"""RouterBench baselines as `ChatBackend`s: they run through the same episode loop, pay and are graded like any
+"""RouterBench baselines: rule policies that run through the same episode loop, pay and are graded like any
 orchestrator (their own "tokens" cost nothing; every model they ask or answer with is charged its recorded cost).
 
 Policies
 - `Always(model)`: `answer(model)`. `cheapest`: `Always` of the model with the lowest mean cost in the environment's
   `ModelStats` (training part). A model unavailable on a row fails that row (its answer call is an error).
-- `RandomModel(env, seed)`: answers with a model drawn uniformly among the row's available ones; the draw is seeded by
+- `RandomModel(seed)`: answers with a model drawn uniformly among the row's available ones; the draw is seeded by
   (seed, task id, sampling seed), so it does not depend on order, concurrency or resumption.
-- `Oracle(env)`: replay only; the cheapest model recorded correct on the row (the cheapest available one if none is).
-- `Cascade(env, cascades)`: FrugalGPT-style. Multiple-choice rows: ask m1, m2, ... in order and stop as soon as two
-  consecutive models gave the same letter, answering with the later one (already paid, so free); the last model's
-  answer is final. MBPP rows: answer with the first model (code answers cannot be compared by their letters).
-  `cascades` maps a task type (or `*`) to its model list; `fit_cascades` finds one per task type on training rows.
+- `Oracle()`: replay only; the cheapest model recorded correct on the row (the cheapest available one if none is).
+- `Cascade(models, cascades)`: FrugalGPT-style. Multiple-choice rows: ask m1, m2, ... in order and stop as soon as
+  two consecutive models gave the same letter, answering with the later one (already paid, so free); the last
+  model's answer is final. MBPP rows: answer with the first model (code answers cannot be compared by their
+  letters). `cascades` maps a task type (or `*`) to its model list; `fit_cascades` finds one per task type on
+  training rows.
 - `Knn(router)`: a k-nearest-neighbour router (`KnnRouter`: TF-IDF over the task text, numpy only) choosing the model
   that maximizes mean recorded correctness among the neighbours minus lambda x their mean cost, then answering with it.
 
-Baselines that need the row or the task read it from `current_task`, set by the prompt builder that `task_aware`
-wraps (the runner always wraps it). A `ChatBackend` is not told which task it serves, and the prompt text is not a
-key (few-shot questions are cut, ids are what the environment grades by); the prompt builder is the one place in the
-episode loop that sees the task, in the same asyncio task as the completions that follow.
+Each policy is an `InstancePolicy`: the batch runner binds it to the episode's `ReplayInstance`, so it reads the row
+and the answers its `ask` calls got from the instance's own records (`ReplayInstance.consulted`), never from prompt or
+tool-message text.
 """
 
 from __future__ import annotations
 
-import contextvars
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -30,89 +29,92 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestra.backends.base import Sampling
-from orchestra.envs.routerbench.env import RouterBench, Row, parse_choice
+from orchestra.backends.base import ChatBackend, Sampling
+from orchestra.envs.routerbench.env import ReplayInstance, Row, parse_choice
 from orchestra.errors import ConfigError
-from orchestra.preferences import Preferences
-from orchestra.rollout.episode import PromptBuilder
-from orchestra.task import Task
+from orchestra.task import Instance
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, ToolCall
 
-current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar("orchestra_current_task", default=None)
-
-
-def task_aware(build_prompt: PromptBuilder) -> PromptBuilder:
-    """`build_prompt`, also recording the task it was called for in `current_task` (see the module docstring)."""
-
-    def build(task: Task, specs: Sequence[ToolSpec], preferences: Preferences | None) -> list[Message]:
-        current_task.set(task)
-        return build_prompt(task, specs, preferences)
-
-    return build
-
 
 class RuleBaseline:
-    """A free, deterministic orchestrator: `decide` returns the next tool call (or None to stop without answer)."""
+    """A free, deterministic policy: `decide(instance, sampling)` returns the next (tool, model) call.
+    `details` is what an evaluation records about it (the fitted parameters)."""
 
     name = "baseline"
+    details: Mapping[str, object] = {}
 
     @property
     def model(self) -> str:
         return self.name
 
+    def for_instance(self, instance: Instance) -> ChatBackend:
+        if not isinstance(instance, ReplayInstance):
+            raise ConfigError(f"baseline {self.name}: replays RouterBench rows; this task is not one")
+        return _Bound(self, instance)
+
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class _Bound:
+    """A rule policy bound to one episode. A turn after its `answer` call means that call failed (a successful
+    answer ends the episode): the policy then ends without an answer."""
+
+    def __init__(self, policy: RuleBaseline, instance: ReplayInstance):
+        self.policy, self.instance, self.turn, self.answered = policy, instance, 0, False
+
+    @property
+    def model(self) -> str:
+        return self.policy.name
+
     def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
         return 0.0
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> Completion:
-        if _answer_failed(messages):
-            return Completion(text="", model=self.name)  # the chosen model was unavailable: end without an answer
-        task = current_task.get()
-        if task is None:
-            raise ConfigError(f"baseline {self.name} needs the task: run it with build_prompt=task_aware(...)")
-        tool, model = self.decide(task, messages, sampling)
-        turn = sum(1 for m in messages if m.role == "assistant")
-        call = ToolCall(f"{tool}_{turn}", tool, {"model": model})
-        return Completion(text="", tool_calls=(call,), model=self.name)
-
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
-        raise NotImplementedError
+        if self.answered:
+            return Completion(text="", model=self.model)
+        tool, model = self.policy.decide(self.instance, sampling)
+        self.answered = tool == "answer"
+        call = ToolCall(f"{tool}_{self.turn}", tool, {"model": model})
+        self.turn += 1
+        return Completion(text="", tool_calls=(call,), model=self.model)
 
 
 class Always(RuleBaseline):
     def __init__(self, model: str, name: str | None = None):
         self.answer_model = model
         self.name = name or f"always:{model}"
+        self.details = {"model": model}
 
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
         return "answer", self.answer_model
 
 
-def cheapest(env: RouterBench) -> Always:
-    model = min(env.models, key=lambda m: env.stats.mean_cost_usd[m])
-    return Always(model, name="cheapest")
+def cheapest(models: Sequence[str], mean_cost_usd: Mapping[str, float]) -> Always:
+    return Always(min(models, key=lambda m: mean_cost_usd[m]), name="cheapest")
 
 
 class RandomModel(RuleBaseline):
     name = "random"
 
-    def __init__(self, env: RouterBench, seed: int = 0):
-        self.env, self.seed = env, seed
+    def __init__(self, models: Sequence[str], seed: int = 0):
+        self.models, self.seed = tuple(models), seed
 
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
-        available = sorted(m for m in self.env.row(task.id).records if m in self.env.models)
-        rng = random.Random(f"{self.seed}:{task.id}:{sampling.seed}")
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        available = sorted(m for m in instance.row.records if m in self.models)
+        rng = random.Random(f"{self.seed}:{instance.task.id}:{sampling.seed}")
         return "answer", rng.choice(available)
 
 
 class Oracle(RuleBaseline):
     name = "oracle"
 
-    def __init__(self, env: RouterBench):
-        self.env = env
+    def __init__(self, models: Sequence[str]):
+        self.models = tuple(models)
 
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
-        return "answer", oracle_model(self.env.row(task.id), self.env.models)
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        return "answer", oracle_model(instance.row, self.models)
 
 
 def oracle_model(row: Row, models: Sequence[str]) -> str:
@@ -123,24 +125,24 @@ def oracle_model(row: Row, models: Sequence[str]) -> str:
 
 
 class Cascade(RuleBaseline):
-    def __init__(self, env: RouterBench, cascades: Mapping[str, Sequence[str]], name: str = "cascade"):
-        for key, models in cascades.items():
-            unknown = [m for m in models if m not in env.models]
-            if not models or unknown:
+    def __init__(self, models: Sequence[str], cascades: Mapping[str, Sequence[str]], name: str = "cascade"):
+        for key, chain in cascades.items():
+            unknown = [m for m in chain if m not in models]
+            if not chain or unknown:
                 raise ConfigError(f"cascade for {key!r}: needs known models (unknown: {unknown}; known: "
-                                  f"{', '.join(env.models)})")
-        self.env, self.cascades, self.name = env, {k: tuple(v) for k, v in cascades.items()}, name
+                                  f"{', '.join(models)})")
+        self.cascades, self.name = {k: tuple(v) for k, v in cascades.items()}, name
+        self.details = {"cascades": {k: list(v) for k, v in self.cascades.items()}}
 
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
-        row = self.env.row(task.id)
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        row = instance.row
         models = self.cascades.get(row.task_type) or self.cascades.get("*")
         if models is None:
             raise ConfigError(f"cascade has no models for task type {row.task_type!r} and no '*' entry")
         if row.task_type == "mbpp" or len(models) == 1:
             return "answer", models[0]
-        asked = asked_answers(messages)
-        letters = [parse_choice(content) if ok else None for _, ok, content in asked]
-        if len(letters) >= 2 and letters[-1] is not None and letters[-1] == letters[-2]:
+        asked = instance.consulted  # (model, letter or None) per ask call, in call order
+        if len(asked) >= 2 and asked[-1][1] is not None and asked[-1][1] == asked[-2][1]:
             return "answer", asked[-1][0]
         if len(asked) >= len(models) - 1:
             return "answer", models[-1]
@@ -150,43 +152,10 @@ class Cascade(RuleBaseline):
 class Knn(RuleBaseline):
     def __init__(self, router: KnnRouter, name: str = "knn"):
         self.router, self.name = router, name
+        self.details = {"k": router.k, "lam": router.lam}
 
-    def decide(self, task: Task, messages: Sequence[Message], sampling: Sampling) -> tuple[str, str]:
-        return "answer", self.router.choose(task.prompt)
-
-
-def asked_answers(messages: Sequence[Message]) -> list[tuple[str, bool, str]]:
-    """(model, ran ok, what the orchestrator read) for each `ask` call so far, in order."""
-    calls = {c.id: c for m in messages if m.role == "assistant" for c in m.tool_calls}
-    out = []
-    for m in messages:
-        call = calls.get(m.tool_call_id or "") if m.role == "tool" else None
-        if call is not None and call.name == "ask":
-            status, content = unwrap_observation(m.content)
-            out.append((str(call.arguments.get("model")), status == "ok", content))
-    return out
-
-
-_WRAPPED = re.compile(r"^<tool_output ([^>]*)>\n(.*)\n</tool_output>$", re.DOTALL)
-_STATUS = re.compile(r'\bstatus="(\w+)"')
-
-
-def unwrap_observation(text: str) -> tuple[str, str]:
-    """(status, content) of a tool message rendered by `wrap_untrusted` (or plain content, status ok)."""
-    match = _WRAPPED.match(text)
-    if match is None:
-        return ("tool_error" if text.startswith("error:") else "ok"), text
-    status = _STATUS.search(match.group(1))
-    return (status.group(1) if status else "ok"), match.group(2)
-
-
-def _answer_failed(messages: Sequence[Message]) -> bool:
-    calls = {c.id: c for m in messages if m.role == "assistant" for c in m.tool_calls}
-    return any(
-        m.role == "tool" and (c := calls.get(m.tool_call_id or "")) is not None and c.name == "answer"
-        and unwrap_observation(m.content)[0] != "ok"
-        for m in messages
-    )
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        return "answer", self.router.choose(instance.task.prompt)
 
 
 # ---- fitting on the training part ------------------------------------------------------------------------------

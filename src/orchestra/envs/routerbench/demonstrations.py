@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.envs.routerbench.env import Row, parse_choice
-from orchestra.rollout.parse import render_hermes
+from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
 
 

@@ -210,6 +210,17 @@ class ModelStats:
         return f"{model}: ${self.mean_cost_usd[model] * price_factor * 1000:.2f} per 1k queries; accuracy {acc}"
 
 
+@dataclass(frozen=True)
+class ReplayInstance(Instance):
+    """An episode's instance, with the row it replays and its record of `ask` calls (rule baselines read them).
+
+    `consulted` lists every `ask` call in call order as (model, the letter it answered or None when the call was
+    refused or the answer is not a letter)."""
+
+    row: Row = field(default=None)  # type: ignore[assignment]
+    consulted: list[tuple[str, str | None]] = field(default_factory=list)
+
+
 @dataclass
 class RouterBench:
     """The `routerbench` environment over a list of rows (see `load_rows`, `split_rows`)."""
@@ -255,15 +266,16 @@ class RouterBench:
         asked: dict[str, str | None] = {}
         offered = tuple(task.metadata.get("offered") or self.models)
         factors = dict(task.metadata.get("price_factors") or {})
-        tools = self._tools(row, asked, offered, factors)
+        consulted: list[tuple[str, str | None]] = []
+        tools = self._tools(row, asked, offered, factors, consulted)
 
         async def grade(trajectory: Trajectory) -> Outcome:
             return grade_row(row, trajectory)
 
-        return Instance(task, tools, grade)
+        return ReplayInstance(task, tools, grade, row=row, consulted=consulted)
 
     def _tools(self, row: Row, asked: dict[str, str | None], offered: Sequence[str],
-               factors: Mapping[str, float]) -> list[Tool]:
+               factors: Mapping[str, float], consulted: list[tuple[str, str | None]]) -> list[Tool]:
         """The episode's tools; `asked` maps each model asked so far to the letter it answered (None: not a letter)."""
         listing = "\n".join(self.stats.describe(m, factors.get(m, 1.0)) for m in offered)
         multiple_choice = row.task_type != "mbpp"
@@ -283,12 +295,17 @@ class RouterBench:
             Args:
                 model: the model to ask
             """
-            rec = record(model)
+            try:
+                rec = record(model)
+            except ValueError:
+                consulted.append((model, None))
+                raise
             cost = 0.0 if model in asked else rec.cost_usd
             shown = show_answer(rec.response, multiple_choice)
             letter = parse_choice(rec.response) if multiple_choice else None
             earlier = {m: x for m, x in asked.items() if m != model}
             asked[model] = letter
+            consulted.append((model, letter))
             if letter is not None and earlier:
                 shown = f"{letter} ({compare_answers(letter, earlier)})"
             return ToolOutput(shown, cost_usd=cost, target=model)
@@ -348,20 +365,6 @@ def grade_row(row: Row, trajectory: Trajectory) -> Outcome:
         correct = gold is not None and guess == gold
         return Outcome(correct, float(correct), {"outcome": float(correct)}, details="final message")
     return Outcome(False, 0.0, {"outcome": 0.0}, details=f"no answer ({trajectory.termination})")
-
-
-def load(path: str | Path | None = None, *, dev_fraction: float = 0.0, seed: int = 0,
-         part: str = "all") -> RouterBench:
-    """The environment over `path` (default: the shared RouterBench folder). With `dev_fraction`, `part` picks
-    `train` or `dev`; model statistics always come from the train part."""
-    from orchestra.paths import shared_data
-
-    rows = load_rows(path or shared_data() / "routerbench")
-    train, dev = split_rows(rows, dev_fraction, seed) if dev_fraction else (rows, [])
-    chosen = {"train": train, "dev": dev, "all": rows}.get(part)
-    if chosen is None:
-        raise ConfigError(f"routerbench part: {part!r} is not one of train, dev, all")
-    return RouterBench(chosen, ModelStats.fit(train))
 
 
 COMPACT_INSTRUCTIONS = "ask(model) shows a model's answer; answer(model) makes that answer final. $ per 1k queries:"

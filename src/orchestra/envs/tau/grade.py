@@ -30,11 +30,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestra.envs.base import Outcome
 from orchestra.envs.tau.domains import Db, Domain, RecordKey, ToolError
-from orchestra.rollout.parse import strip_think
+from orchestra.toolcalls import strip_think
 from orchestra.tools.spec import Tool
-from orchestra.types import Trajectory
+from orchestra.types import Outcome, Trajectory
 
 DEFAULT_BASIS = frozenset({"DB", "COMMUNICATE"})
 USER_TOOL_NAME = "ask_user"

@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from orchestra.backends.base import ChatBackend, Sampling
-from orchestra.rollout.parse import strip_think
+from orchestra.toolcalls import strip_think
 from orchestra.tools.spec import Tool, tool
 from orchestra.tools.toolbox import Toolbox
 from orchestra.types import Message

@@ -1,0 +1,69 @@
+"""Settings of the `routerbench` environment: data and split, and how training examples draw their preference."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from orchestra.config import Strict
+
+TURN_TOKENS = 80
+"""Generated tokens per turn of a RouterBench orchestrator (two hermes tool calls take about 64 with SmolLM2)."""
+MAX_TURNS = 3
+"""Turns of a trained RouterBench orchestrator: consult, then answer (one spare)."""
+
+
+class PreferenceMix(Strict):
+    """How training examples draw their preference.
+
+    `sampler: routerbench` (the default, what the demo trains and evaluates): every model offered at its recorded
+    price, P either the default (p_outcome 1, p_cost `cost_weight`) or, for `avoid_share` of the examples, "avoid
+    one provider's models". `sampler: paper`: the paper's scheme through `orchestra.synth.preferences`: per example a
+    random subset of at least `min_models` models, prices repriced by per-model log-uniform factors in
+    `multiplier_range` for `reprice_share` of the examples, and P drawn from `families` (corner, avoid, cheapest,
+    accuracy) with its instruction in the prompt.
+    """
+
+    sampler: Literal["routerbench", "paper"] = pydantic.Field(
+        "routerbench", description="routerbench: default/avoid-a-provider; paper: subsets, repricing, P families.")
+    families: dict[Literal["corner", "avoid", "cheapest", "accuracy"], float] = pydantic.Field(
+        default_factory=lambda: {"corner": 0.4, "avoid": 0.2, "cheapest": 0.2, "accuracy": 0.2},
+        description="sampler=paper: relative odds of each preference family.")
+    min_models: int = pydantic.Field(2, ge=1, description="sampler=paper: fewest models offered per example.")
+    reprice_share: float = pydantic.Field(
+        0.8, ge=0, le=1, description="sampler=paper: share of examples whose models are repriced.")
+    multiplier_range: tuple[float, float] = pydantic.Field(
+        (0.25, 4.0), description="sampler=paper: range of the log-uniform price factors.")
+
+    avoid_share: float = pydantic.Field(
+        0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")
+    avoid_providers: list[str] = pydantic.Field(
+        default_factory=lambda: ["anthropic", "mistral", "meta", "openai"],
+        description="Providers an 'avoid' preference may name.")
+    cost_weight: float = pydantic.Field(0.5, ge=0, le=1, description="p_cost of the default preference.")
+
+
+class Config(Strict):
+    """RouterBench recorded outcomes: ask a model, see its recorded answer, pay its recorded cost."""
+
+    name: Literal["routerbench"] = "routerbench"
+    data: str | None = pydantic.Field(None, description="CSV file or folder (default: shared data routerbench/).")
+    part: Literal["train", "dev", "all"] | None = pydantic.Field(
+        None, description="Rows to use: train, dev (needs dev_fraction > 0) or all (default: dev when dev_fraction "
+                          "is set, else all; training always uses train).")
+    dev_fraction: float = pydantic.Field(0.0, ge=0, lt=1, description="Held-apart share of each task type.")
+    seed: int = pydantic.Field(0, description="Split seed.")
+    max_tasks: int | None = pydantic.Field(None, ge=1, description="Use at most this many training tasks.")
+    preferences: PreferenceMix = pydantic.Field(default_factory=PreferenceMix,
+                                                description="Training: how examples draw their preference.")
+    disagreement_share: float | None = pydantic.Field(
+        0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
+                                     "answers disagree, rebalanced (None: as sampled).")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.part == "dev" and not self.dev_fraction:
+            raise ValueError("part dev needs dev_fraction > 0, the share of the rows held apart (`--dev-fraction` "
+                             "in `orchestra eval`)")
+        return self

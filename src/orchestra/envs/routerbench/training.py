@@ -1,0 +1,141 @@
+"""RouterBench training: examples with sampled preferences, consult-and-compare demonstrations, and their balance.
+
+Preferences (per example, seeded by (seed, task id) so a resumed run draws the same ones):
+- default: p_outcome = 1, p_cost = `cost_weight`, no instruction;
+- avoid: one provider's models are to be avoided: the instruction names them ("Avoid claude models.") and P weighs
+  every other model 1 and the avoided ones 0 (the paper's form: the reward cannot go below zero for a call, so
+  avoidance is taught by rewarding the alternatives). The demonstration policy is refit without the avoided models.
+- `sampler: paper`: offered subsets, repricing and P families (`paper_examples`).
+
+Demonstrations: the consult-and-compare policy (`orchestra.envs.routerbench.demonstrations`) fit on the training
+rows, refit per set of avoided models, offered models, prices and preference family, run through the real episode
+loop. `rebalance` then makes disagreements (where escalating is right) half of the consult episodes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from orchestra.envs.base import Demonstration, Example, draw
+from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
+from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
+from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt, parse_choice
+from orchestra.preferences import Limits, Preferences
+from orchestra.rollout.batch import EpisodeSettings, run_task
+from orchestra.rollout.guard import plain
+from orchestra.task import Task
+from orchestra.types import Trajectory
+
+PROVIDER_LABELS = {"anthropic": "claude", "openai": "gpt", "mistral": "mistral/mixtral", "meta": "llama",
+                   "01-ai": "yi", "wizardlm": "wizardlm"}
+
+
+def avoid_preference(provider: str, models: Sequence[str], cost_weight: float = 0.5) -> tuple[Preferences, frozenset[str]]:
+    """The "avoid <provider> models" preference over `models`, and the set of models it rules out."""
+    avoided = frozenset(m for m in models if PROVIDERS.get(m) == provider)
+    label = PROVIDER_LABELS.get(provider, provider)
+    weights = {m: 0.0 if m in avoided else 1.0 for m in models}
+    return Preferences(weights, outcome=1.0, cost=cost_weight, instruction=f"Avoid {label} models."), avoided
+
+
+def default_preference(cost_weight: float = 0.5) -> Preferences:
+    return Preferences(outcome=1.0, cost=cost_weight)
+
+
+def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int | None = None) -> list[Example]:
+    """Every task of `env` (or the first `limit` after a seeded shuffle) with its sampled preference (and, with the
+    paper sampler, its offered models and prices). Each draw is seeded by (seed, task id)."""
+    tasks = list(env.tasks())
+    random.Random(seed).shuffle(tasks)
+    if limit is not None:
+        tasks = tasks[:limit]
+    if mix.sampler == "paper":
+        return paper_examples(env, tasks, mix, seed)
+    out = []
+    for task in tasks:
+        rng = random.Random(f"{seed}/{task.id}")
+        if mix.avoid_providers and rng.random() < mix.avoid_share:
+            prefs, avoided = avoid_preference(rng.choice(mix.avoid_providers), env.models, mix.cost_weight)
+            out.append(Example(task, prefs, avoided, "avoid"))
+        else:
+            out.append(Example(task, default_preference(mix.cost_weight)))
+    return out
+
+
+def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, seed: int) -> list[Example]:
+    """`tasks` under the paper's scheme (`orchestra.synth.preferences`): offered subset, repricing, P.
+
+    RouterBench prices are per query, so the table handed to the sampler holds each model's mean recorded $ per
+    query (as its input and output price); a drawn override divided by it is the model's price factor."""
+    from orchestra.backends.pricing import ModelPrice, PriceTable
+    from orchestra.synth.preferences import PreferenceDistribution, candidates_from, sample_for_example
+
+    base = {m: env.stats.mean_cost_usd[m] for m in env.models}
+    table = PriceTable("routerbench-mean-per-query", {m: ModelPrice(c, c, PROVIDERS.get(m)) for m, c in base.items()})
+    distribution = PreferenceDistribution(
+        family_weights=dict(mix.families), min_tools=min(mix.min_models, len(env.models)),
+        avoid_providers=frozenset(mix.avoid_providers) or None,
+        price_weights={"base": 1.0 - mix.reprice_share, "multipliers": mix.reprice_share},
+        multiplier_range=mix.multiplier_range)
+    candidates = candidates_from(env.models, PROVIDERS)
+    out = []
+    for task in tasks:
+        sample = sample_for_example(seed, task.id, candidates, table, distribution)
+        overrides = sample.price_overrides.get("models", {})
+        factors = {m: float(overrides[m]["input"]) / base[m] for m in sample.tools if m in overrides and base[m] > 0}
+        avoided = frozenset(m for m in sample.tools if m in sample.banned_tools or PROVIDERS.get(m) in
+                            sample.banned_providers)
+        out.append(Example(env.offer(task, sample.tools, factors), sample.preferences, avoided, sample.family))
+    return out
+
+COST_SHARE = {"default": 0.3, "cheapest": 0.1, "accuracy": 1.0}
+"""The demonstration policy's cost budget (share of always asking the escalation model) per preference family."""
+DEMO_SETTINGS = EpisodeSettings(limits=Limits(max_turns=MAX_TURNS), build_prompt=compact_prompt,
+                                render_observation=plain)
+
+
+async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) -> list[Demonstration]:
+    """Run the consult policy, refit per set of avoided models, offered models, prices and family, on every
+    example."""
+    policies: dict[tuple[Any, ...], ConsultPolicy] = {}
+    out = []
+    for example in examples:
+        offered = example.task.metadata.get("offered") or env.models
+        factors = example.task.metadata.get("price_factors") or {}
+        key = (example.avoided, tuple(offered), tuple(sorted(factors.items())), example.family)
+        if key not in policies:
+            policies[key] = fit_consult_policy(
+                env.rows, allowed=[m for m in offered if m not in example.avoided], price_factors=factors,
+                max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
+        result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
+                                preferences=example.preferences)
+        out.append((example, result.trajectory))
+    return out
+
+
+def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
+    """For a consult demonstration (two parallel asks, then an answer): did the two answers differ? None otherwise."""
+    if not trajectory.turns or len(trajectory.turns[0].observations) != 2:
+        return None
+    first, second = (parse_choice(o.content) for o in trajectory.turns[0].observations)
+    return first is None or first != second
+
+
+def rebalance(items: Sequence[Demonstration], disagreement_share: float, n: int,
+              seed: int) -> list[Demonstration]:
+    """`n` demonstrations in which consult episodes whose two answers disagree make up `disagreement_share` of the
+    consult episodes (sampling with replacement from the rarer kind when needed). Disagreements are the minority
+    (~25%) yet hold the one decision that matters, escalating; without rebalancing a small model never learns it."""
+    rng = random.Random(seed)
+    direct = [x for x in items if consulted_pair_disagreed(x[1]) is None]
+    agree = [x for x in items if consulted_pair_disagreed(x[1]) is False]
+    disagree = [x for x in items if consulted_pair_disagreed(x[1]) is True]
+    consult_share = (len(agree) + len(disagree)) / max(1, len(items))
+    n_consult = round(n * consult_share)
+    n_disagree = round(n_consult * disagreement_share) if disagree else 0
+    picked = draw(rng, direct, n - n_consult) + draw(rng, agree, n_consult - n_disagree) + draw(
+        rng, disagree, n_disagree)
+    rng.shuffle(picked)
+    return picked
