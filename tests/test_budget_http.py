@@ -222,3 +222,16 @@ def _call(name, **arguments):
     from orchestra.types import ToolCall
 
     return ToolCall(f"call_{name}", name, arguments)
+
+
+async def test_f14_an_expert_call_abandoned_at_its_timeout_is_charged_its_worst_case():
+    """What an abandoned paid call was billed is unknown: the reservation is charged, never $0."""
+    with ScriptedOpenAIServer(latency_s=2.0) as server:
+        expert = OpenAICompatBackend("expert", server.base_url, price=PRICE, **FAST)
+        ask = expert_tool("ask_expert", expert, description="an expert", card=PRICE.card(), max_tokens=128,
+                          timeout_s=0.2)
+        observation = await Toolbox.of([ask]).call(_call("ask_expert", question=QUESTION))
+        await expert.aclose()
+        assert len(server.requests) == 1  # the request was sent: the provider may be generating it
+    assert observation.status == "tool_error" and "timed out" in observation.content
+    assert observation.cost_usd > 0 and observation.cost_usd == pytest.approx(ask.max_cost_usd({"question": QUESTION}))
