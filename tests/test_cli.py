@@ -202,7 +202,9 @@ def test_budget_usd_caps_the_whole_run(tmp_path, monkeypatch):
         pool = write_pool(tmp_path / "pool.yaml", server.base_url)
         result = runner.invoke(app, ["run", "2+2?", "--pool", str(pool), "--json", "--budget-usd", "0.000001"])
         assert server.requests == []  # refused before anything was sent
-    assert result.exit_code == 1 and json.loads(result.stdout)["termination"] == "budget"
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1 and summary["termination"] == "budget"
+    assert summary["budget"] == {"limit_usd": 0.000001, "spent_usd": 0.0, "disputed_usd": 0.0}
 
 
 def test_version_and_debug_through_the_installed_command(tmp_path):

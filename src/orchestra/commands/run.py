@@ -54,18 +54,24 @@ def run(
     with console.status("loading the pool (the bundled model takes ~10 s the first time)"):
         built = build_pool(config, prices=table)
     task = Task(id="cli", prompt=question)
+    budget = Budget(budget_usd) if budget_usd is not None else None
     with console.status("running the episode"):
         trajectory = asyncio.run(run_episode(
             task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
-            limits=built.limits, sampling=built.sampling,
-            budget=Budget(budget_usd) if budget_usd is not None else None,
+            limits=built.limits, sampling=built.sampling, budget=budget,
         ))
     if save is not None:
         append_trajectory(save, trajectory)
+    spend = None if budget is None else {"limit_usd": budget.limit_usd, "spent_usd": budget.spent_usd,
+                                         "disputed_usd": budget.disputed_usd}
     if as_json:
-        typer.echo(json.dumps(summary(trajectory)))
+        typer.echo(json.dumps({**summary(trajectory), **({"budget": spend} if spend else {})}))
     else:
         print_breakdown(console, trajectory)
+        if spend:
+            console.print(escape(f"budget: ${spend['spent_usd']:.6f} of ${spend['limit_usd']:.6f} spent"
+                                 + (f"; ${spend['disputed_usd']:.6f} reported beyond reservations (disputed)"
+                                    if spend["disputed_usd"] else "")))
     if trajectory.termination not in (Termination.FINAL_MESSAGE, Termination.ANSWERED):
         if not as_json:
             typer.echo(f"the run ended without an answer: {trajectory.termination.value}", err=True)
