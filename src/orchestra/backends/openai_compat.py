@@ -64,10 +64,13 @@ from orchestra.backends.openai_wire import (
     Reply,
     StreamAccumulator,
     WireError,
+    check_base_url,
     error_message,
     parse_body,
     read_bounded,
     request_body,
+    scrub,
+    scrub_call,
     sse_data,
 )
 from orchestra.backends.pricing import ModelPrice, PriceTable
@@ -79,7 +82,7 @@ from orchestra.backends.retry import (
     parse_retry_after_s,
 )
 from orchestra.errors import BackendError, CircuitOpenError, ConfigError, ContextLengthError
-from orchestra.redact import is_secret_value, redact
+from orchestra.redact import redact
 from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
@@ -140,7 +143,7 @@ class OpenAICompatBackend:
             raise ConfigError("api_key_env: must be the NAME of an environment variable holding the key, not the key")
         if timeout_s <= 0 or max_response_chars < 1:
             raise ConfigError("timeout_s must be > 0 and max_response_chars >= 1")
-        _check_base_url(base_url)
+        check_base_url(base_url)
         self._model = model
         self.api_model = api_model or model
         self.base_url = base_url.rstrip("/")
@@ -306,8 +309,8 @@ class OpenAICompatBackend:
 
     def _completion(self, reply: Reply, key: str | None, messages: Sequence[Message], tools: Sequence[ToolSpec],
                     sampling: Sampling, latency_s: float) -> Completion:
-        text = _scrub(reply.text, key)
-        raw_calls = [_scrub_call(c, key) for c in reply.raw_tool_calls]
+        text = scrub(reply.text, key)
+        raw_calls = [scrub_call(c, key) for c in reply.raw_tool_calls]
         for call in raw_calls:  # servers that omit ids would give every turn's first call the same id
             call.setdefault("id", None)
             call["id"] = call["id"] or f"call_{secrets.token_hex(6)}"
@@ -390,27 +393,5 @@ def _cut_body(why: str, estimate, max_tokens: int | None) -> _Failure:
     return _Failure(f"response body cut after a success status: {why}", billed_usage=usage, final=True)
 
 
-def _check_base_url(base_url: str) -> None:
-    parsed = httpx.URL(base_url) if "://" in base_url else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"base_url {redact(base_url)!r} is not an absolute http(s) URL: write it as "
-                          "http://HOST:PORT/v1 or https://HOST/v1")
-
-
 def _secrets(key: str | None) -> tuple[str, ...]:
     return (key,) if key else ()
-
-
-def _scrub(text: str, key: str | None) -> str:
-    """Mask our own key if the server echoed it into the reply (it must never enter the context). A key too short
-    or too public to be a secret (`x`, `EMPTY`) is left alone: masking it would corrupt the answer (K3)."""
-    return text.replace(key, "***") if key and is_secret_value(key) and key in text else text
-
-
-def _scrub_call(call: dict[str, Any], key: str | None) -> dict[str, Any]:
-    fn = dict(call.get("function") or {})
-    if isinstance(fn.get("arguments"), str):
-        fn["arguments"] = _scrub(fn["arguments"], key)
-    elif key and is_secret_value(key) and key in str(fn.get("arguments")):
-        fn["arguments"] = "{}"
-    return {**call, "function": fn}

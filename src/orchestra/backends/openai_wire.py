@@ -1,7 +1,8 @@
 """The OpenAI chat-completions wire format, read with bounded memory (RELIABILITY F8, F9).
 
 Pure helpers for `openai_compat`: the request body, a bounded reader for response bodies, a parser for whole
-bodies with a salvage path for oversized ones, and an accumulator for SSE streams.
+bodies with a salvage path for oversized ones, an accumulator for SSE streams, the `base_url` check, and the scrub
+that keeps our own key (when it can be a secret) out of a reply.
 
 Invariants
 - No response is ever held whole: `read_bounded` keeps the first `head_bytes` and the last `tail_bytes` of a body and
@@ -24,7 +25,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+try:
+    import httpx2 as httpx
+except ImportError:  # an older `openai` that still depends on plain httpx
+    import httpx  # type: ignore[no-redef]
+
 from orchestra.backends.base import Sampling
+from orchestra.errors import ConfigError
+from orchestra.redact import is_secret_value, redact
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Message, Usage
 
@@ -328,3 +336,26 @@ class StreamAccumulator:
 
     def raw_tool_calls(self) -> list[dict[str, Any]]:
         return [self.calls[i] for i in sorted(self.calls)]
+
+
+def check_base_url(base_url: str) -> None:
+    """A `ConfigError` unless `base_url` is an absolute http(s) URL (a missing scheme is a mistake, not a retry)."""
+    parsed = httpx.URL(base_url) if "://" in base_url else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"base_url {redact(base_url)!r} is not an absolute http(s) URL: write it as "
+                          "http://HOST:PORT/v1 or https://HOST/v1")
+
+
+def scrub(text: str, key: str | None) -> str:
+    """Mask our own key if the server echoed it into the reply (it must never enter the context). A key too short
+    or too public to be a secret (`x`, `EMPTY`) is left alone: masking it would corrupt the answer (K3)."""
+    return text.replace(key, "***") if key and is_secret_value(key) and key in text else text
+
+
+def scrub_call(call: dict[str, Any], key: str | None) -> dict[str, Any]:
+    fn = dict(call.get("function") or {})
+    if isinstance(fn.get("arguments"), str):
+        fn["arguments"] = scrub(fn["arguments"], key)
+    elif key and is_secret_value(key) and key in str(fn.get("arguments")):
+        fn["arguments"] = "{}"
+    return {**call, "function": fn}
