@@ -109,6 +109,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("orchestra.evaluate.commands", "eval_command", "Evaluate an orchestrator or baseline on an environment."),
     "report": ("orchestra.evaluate.commands", "report_command", "Write Markdown and HTML reports for result runs."),
     "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
+    "demo-tools": ("orchestra.commands.demo_tools", "demo_tools",
+                   "Train and evaluate multi-turn tool use on synthesized ToolScale domains (held-out domains)."),
     "serve": ("orchestra.commands.serve", "serve", "Serve the orchestrator behind an OpenAI-compatible API."),
     "serve-model": ("orchestra.commands.serve", "serve_model", "Serve a local model behind an OpenAI-compatible API."),
     "export": ("orchestra.commands.export", "export", "Export a run folder's items and tool calls to Parquet."),

@@ -31,6 +31,9 @@ class Config(Strict):
     path: str | None = pydantic.Field(None, description="The domain folder (default: shared data tau2/<domain>).")
     part: str | None = pydantic.Field(None, description="A split of split_tasks.json (train, test, ...) or all.")
     max_tasks: int | None = pydantic.Field(None, ge=1, description="Use at most this many tasks (file order).")
+    max_actions: int | None = pydantic.Field(
+        None, ge=1, description="Leave out tasks whose golden actions make more agent calls than this (keeps "
+                                "episodes short for small models).")
     max_observation_chars: int = pydantic.Field(
         1200, ge=64, description="A tool output longer than this is cut (with a marker) before the model reads it.")
     max_turns: int = pydantic.Field(12, ge=1, description="Turn cap of a trained orchestrator here.")
@@ -53,10 +56,14 @@ def load(config: Config) -> Suite:
                           "tasks.json)")
     env = TauEnvironment(config.domain or (path.name if path is not None else "retail"), path=path)
     part = config.part or "all"
-    tasks = list(env.tasks(None if part == "all" else part))[: config.max_tasks]
+    tasks = list(env.tasks(None if part == "all" else part))
+    if config.max_actions is not None:
+        tasks = [t for t in tasks if sum(a.requestor == "assistant" for a in env.spec(t).actions) <= config.max_actions]
+    tasks = tasks[: config.max_tasks]
     observation = capped(config.max_observation_chars)
     identity = {"env": "tau", "domain": env.domain.name, "data": str(env.path), "data_sha256": file_digest(env.path),
-                "part": part, "mode": env.mode, "max_observation_chars": config.max_observation_chars}
+                "part": part, "mode": env.mode, "max_observation_chars": config.max_observation_chars,
+                "max_actions": config.max_actions, "max_tasks": config.max_tasks}
     tool_names = sorted({*env.domain.agent_functions(), *env.domain.user_functions()})
     prefs = Preferences(outcome=1.0, cost=config.cost_weight)
     settings = EpisodeSettings(limits=Limits(max_turns=config.max_turns), build_prompt=compact_tau_prompt,
