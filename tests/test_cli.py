@@ -216,3 +216,9 @@ def test_version_and_debug_through_the_installed_command(tmp_path):
     debug = subprocess.run([*exe, "--debug", "show-config", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def test_a_bare_group_prints_its_help():
+    for args in ([], ["tool"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Usage" in result.output and "Traceback" not in result.output

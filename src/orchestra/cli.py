@@ -25,9 +25,9 @@ import typer
 from typer.core import TyperGroup
 
 try:  # typer vendors its own copy of click; its commands raise that copy's exceptions
-    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # a typer that uses click itself
-    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from orchestra import __version__
 from orchestra.errors import ConfigError
@@ -51,6 +51,11 @@ class _OrchestraGroup(TyperGroup):
             code = result if isinstance(result, int) else 0
         except typer.Abort:
             code = _fail("aborted", 130)
+        except NoArgsIsHelpError as exc:  # a bare group: its help is the answer (rich may have printed it already)
+            help_text = exc.format_message().strip()
+            if help_text:
+                sys.stdout.write(help_text + "\n")
+            code = 2
         except UsageError as exc:
             where = f"{exc.ctx.command_path}: " if exc.ctx is not None else "orchestra: "
             code = _fail(f"{where}{exc.format_message()} (see --help)", 2, debug)
