@@ -23,7 +23,7 @@ Optionally (`--dense`): the first `--dense-docs` passages with dense embeddings 
 build time and hybrid query latency (one query embedding, BM25, reciprocal-rank fusion).
 
 Usage: `python bench/search.py [--queries 300] [--rounds 3] [--requests-per-client 30] [--words-per-doc 200]
-[--dense [--dense-docs 1000]]`.
+[--dense [--dense-docs 500]]`.
 The last line printed is `ratio=<our query p50 / bm25s-direct query p50>`.
 """
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--words-per-doc", type=int, default=200)
     parser.add_argument("--dense", action="store_true", help="also build a dense index and time hybrid queries")
-    parser.add_argument("--dense-docs", type=int, default=1000, help="passages in the dense index (embedding 200-word "
+    parser.add_argument("--dense-docs", type=int, default=500, help="passages in the dense index (embedding 200-word "
                         "passages on 2 CPU cores is slow; the whole corpus takes many minutes)")
     args = parser.parse_args()
     if not SOURCES.is_dir():
@@ -105,6 +105,9 @@ def main() -> None:
     if args.dense:
         subset = work / "docs-dense.jsonl"
         subset.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[:args.dense_docs]))
+        import torch
+
+        torch.set_num_threads(1)  # as `orchestra index serve` does for a dense index (see there why)
         dense_report = build_index(subset, work / "index-dense", dense=True)
         hybrid = SearchIndex.load(dense_report.path)
         hybrid.search(queries[0], k=5)  # load the encoder before timing

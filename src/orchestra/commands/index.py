@@ -45,6 +45,12 @@ def serve(
         loaded = SearchIndex.load(index)
     except ConfigError as exc:
         _fail(exc)
+    if loaded.has_dense:
+        import torch
+
+        # Query embeddings are tiny: one intra-op thread is as fast on an idle machine and 20x faster on a busy one
+        # (measured on 2 cores: 10 ms against 209 ms per query); concurrency comes from batching instead.
+        torch.set_num_threads(1)
     typer.echo(f"serving {index} ({len(loaded.docs)} documents) on http://{host}:{port} (POST /search)", err=True)
     serve_index(loaded, host=host, port=port)
 
