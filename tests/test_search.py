@@ -66,6 +66,18 @@ def test_no_matching_term_or_blank_query_gives_no_hits(index: SearchIndex) -> No
     assert index.search("the of and", k=5) == []  # stopwords only
 
 
+def test_queries_are_stemmed_only_when_the_index_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import orchestra.search.index as index_module
+
+    monkeypatch.setattr(index_module, "_stemmer", lambda: None)  # build as where PyStemmer is not installed
+    build_index(write_corpus(tmp_path / "docs.jsonl"), tmp_path / "plain")
+    monkeypatch.undo()
+    plain = SearchIndex.load(tmp_path / "plain")
+    assert plain.manifest["stemmer"] is None
+    assert plain.search("collections", k=1)[0].id == "lists"  # the exact surface form, not the stem "collect"
+    assert plain.search("collection", k=1)[0].id == "sets"
+
+
 def test_k_larger_than_the_corpus_returns_what_matches(index: SearchIndex) -> None:
     assert len(index.search("sequences collection hashable", k=100)) <= len(DOCS)
     with pytest.raises(ValueError, match="k must be between"):
@@ -120,6 +132,14 @@ def test_other_version_or_tampered_index_is_refused(tmp_path: Path) -> None:
     with (out / "docs.jsonl").open("a") as handle:
         handle.write('{"id": "x", "text": "planted", "title": "", "url": ""}\n')
     with pytest.raises(ConfigError, match="does not match the manifest"):
+        SearchIndex.load(out)
+
+
+def test_damaged_index_is_one_clear_error(tmp_path: Path) -> None:
+    out = tmp_path / "idx"
+    build_index(write_corpus(tmp_path / "docs.jsonl"), out)
+    next((out / "bm25").glob("*.npy")).unlink()
+    with pytest.raises(ConfigError, match=rf"search index {out} is incomplete or damaged.*rebuild it with"):
         SearchIndex.load(out)
 
 

@@ -1,7 +1,7 @@
 """A search index folder: build it from a corpus, load it, query it (BM25, dense, or both fused).
 
-Layout of an index folder (written to a temporary sibling, then renamed into place, so a crash leaves either the old
-index or the new one, never a mix):
+Layout of an index folder (written to a temporary sibling, then renamed into place where the old index was removed,
+so a crash leaves the old index, the new one, or neither, never a mix of two builds):
   manifest.json   format name and version, digests of the source corpus and of docs.jsonl, settings used
   docs.jsonl      the documents, normalized (`Doc.to_json`), in index order
   bm25/           the bm25s sparse index
@@ -116,6 +116,7 @@ class SearchIndex:
         self._retriever = retriever
         self._vectors = vectors
         self._encoder: Any = None
+        self._stemmed = bool(manifest.get("stemmer"))
 
     @property
     def has_dense(self) -> bool:
@@ -137,8 +138,15 @@ class SearchIndex:
             docs = [Doc(**json.loads(line)) for line in handle]
         import bm25s
 
-        retriever = bm25s.BM25.load(str(folder / "bm25"), mmap=False)
-        vectors = np.load(folder / "dense.npy") if manifest.get("dense") else None
+        try:
+            retriever = bm25s.BM25.load(str(folder / "bm25"), mmap=False)
+            vectors = np.load(folder / "dense.npy") if manifest.get("dense") else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"search index {folder} is incomplete or damaged ({type(exc).__name__}: {exc}); "
+                              f"rebuild it with `orchestra index build --corpus CORPUS --out {folder}`") from None
+        if vectors is not None and vectors.shape[0] != len(docs):
+            raise ConfigError(f"search index {folder}: dense.npy has {vectors.shape[0]} rows for {len(docs)} "
+                              f"documents; rebuild it with `orchestra index build --dense --out {folder} ...`")
         return cls(folder, docs, retriever, vectors, manifest)
 
     def search(self, query: str, k: int = 5, mode: Mode | None = None) -> list[Hit]:
@@ -173,7 +181,7 @@ class SearchIndex:
         all documents (mostly zeros) is what makes `BM25.retrieve` slow: numpy's partition degrades on ties."""
         out = []
         for query in queries:
-            ids = self._retriever.get_tokens_ids(query_tokens(query))
+            ids = self._retriever.get_tokens_ids(query_tokens(query, stemmed=self._stemmed))
             if not ids:
                 out.append([])
                 continue
@@ -236,11 +244,11 @@ def fuse_rrf(rankings: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int,
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
-def query_tokens(text: str) -> list[str]:
-    """The terms of `text` exactly as the index's bm25s tokenization makes them."""
+def query_tokens(text: str, *, stemmed: bool = True) -> list[str]:
+    """The terms of `text` exactly as the index's bm25s tokenization makes them (stemmed as the index was)."""
     from bm25s.stopwords import STOPWORDS_EN
 
-    stem = _stem_fn()
+    stem = _stem_fn() if stemmed else str
     return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in STOPWORDS_EN]
 
 
