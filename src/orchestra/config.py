@@ -218,7 +218,7 @@ def describe_validation(exc: pydantic.ValidationError, model: type[pydantic.Base
     problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         if err["type"] == "extra_forbidden":
             expected = _fields_at(model, err["loc"][:-1])
             message = "unknown field" + (f"; expected one of: {', '.join(expected)}" if expected else "")

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestra.config import load_config
-from orchestra.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
 T = TypeVar("T")
@@ -48,11 +47,8 @@ def with_progress(console: Console, name: str, total: int | None, info: str,
 
 
 def _load(console: Console, path: Path | None, model: type[M], overrides: list[str] | None) -> M:
-    try:
-        return load_config(path, model, tuple(overrides or ()))
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    """The config; a ConfigError goes to the CLI's one-line error handler."""
+    return load_config(path, model, tuple(overrides or ()))
 
 
 @app.command("sft")

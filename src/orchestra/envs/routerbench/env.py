@@ -141,8 +141,13 @@ def _row(raw: Mapping[str, str], file: Path) -> Row:
         outcome, cost = raw.get(name, ""), raw.get(f"{name}|total_cost", "")
         if outcome == "" or cost == "":
             continue
-        records[ALIASES.get(name, name)] = Record(float(outcome) >= 0.5, float(cost),
-                                                  _unwrap(raw.get(f"{name}|model_response", "")))
+        try:
+            correct, paid = float(outcome) >= 0.5, float(cost)
+        except ValueError:
+            raise ConfigError(f"routerbench data: {file}, sample {raw.get('sample_id', '?')!r}: model {name!r} has "
+                              f"outcome {outcome!r} and cost {cost!r}; both must be numbers (an empty cell means "
+                              "no record)") from None
+        records[ALIASES.get(name, name)] = Record(correct, paid, _unwrap(raw.get(f"{name}|model_response", "")))
     if "sample_id" not in raw:
         raise ConfigError(f"routerbench data: {file} has no `sample_id` column")
     return Row(raw["sample_id"], raw.get("eval_name", file.stem), last_question(raw.get("prompt", "")), records)
