@@ -98,3 +98,17 @@ def test_mistakes_exit_2_with_the_fix(toy, tmp_path):
     prefs.write_text("tool_weights: {m1: 1.0}\ncolour: blue\n")
     wrong = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--preferences", prefs, "--out", tmp_path)
     assert wrong.exit_code == 2 and "keys among" in wrong.output
+
+
+def test_a_run_wide_budget_caps_the_whole_evaluation(toy, tmp_path):
+    handler = tool_then_answer("answer", {"model": "m2"}, usage=(50, 10))
+    with ScriptedOpenAIServer(handler) as server:
+        run = invoke("eval", "routerbench", "--data", toy, "-o", server.base_url, "--endpoint-model", "gpt-5-mini",
+                     "--run-budget-usd", "0.025", "--concurrency", "5", "--out", tmp_path)
+        assert run.exit_code == 0, run.output + repr(run.exception)
+    results = json.loads(next(tmp_path.glob("*/results.json")).read_text())
+    assert results["n"] == 5 and results["total_cost_usd"] <= 0.025
+    assert results["calls"]["count"].get("m2", 0) <= 2  # each answer costs $0.01 plus the orchestrator's tokens
+    assert "budget" in results["terminations"]  # the rest stopped at the shared cap
+    bad = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--run-budget-usd", "-1", "--out", tmp_path)
+    assert bad.exit_code == 2 and "run_budget_usd" in bad.output

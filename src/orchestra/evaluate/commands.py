@@ -101,6 +101,9 @@ def eval_command(
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the endpoint's key.")] = None,
     max_turns: Annotated[int, typer.Option(help="Turn cap per episode.")] = 10,
     budget_usd: Annotated[float | None, typer.Option(help="Dollar cap per episode.")] = None,
+    run_budget_usd: Annotated[float | None, typer.Option(
+        help="Dollar cap shared by every episode this command runs (all specs); items already stored by an earlier "
+             "run are not paid again and do not count.")] = None,
     temperature: Annotated[float, typer.Option(help="Orchestrator sampling temperature.")] = 0.0,
     max_tokens: Annotated[int, typer.Option(help="Orchestrator max tokens per turn.")] = 512,
     force: Annotated[bool, typer.Option(help="Restart a run folder made with other settings.")] = False,
@@ -112,6 +115,7 @@ def eval_command(
     from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
     from orchestra.evaluate.store import read_items
     from orchestra.rollout.batch import EpisodeSettings
+    from orchestra.rollout.budget import Budget
 
     try:
         env_config = env_options(env, data=data, part=part, dev_fraction=dev_fraction, seed=seed,
@@ -120,7 +124,8 @@ def eval_command(
             "env": env_config, "orchestrators": orchestrator, "limit": limit, "trials": trials,
             "concurrency": concurrency, "seed": seed, "prices": prices, "preferences": preferences, "pool": pool,
             "prefer_avoid": [m.strip() for m in (prefer_avoid or "").split(",") if m.strip()],
-            "max_turns": max_turns, "budget_usd": budget_usd, "temperature": temperature, "max_tokens": max_tokens})
+            "max_turns": max_turns, "budget_usd": budget_usd, "run_budget_usd": run_budget_usd,
+            "temperature": temperature, "max_tokens": max_tokens})
         table, price_info = load_prices(cfg.prices)
         suite = load_suite(cfg.env)
         tasks = list(suite.tasks)[: cfg.limit]
@@ -130,11 +135,13 @@ def eval_command(
         pool_tools = _pool_tools(cfg.pool, table) if cfg.pool and not suite.brings_models else ()
         ctx = SpecContext(suite, cfg.seed, table, cfg.pool, local_model, endpoint_model, api_key_env)
         base = read_items(base_run / "items.jsonl") if base_run else None
+        run_budget = Budget(cfg.run_budget_usd) if cfg.run_budget_usd is not None else None
         summaries = []
         for spec in cfg.orchestrators:
             resolved = resolve_orchestrator(spec, ctx)
             settings = resolved.episode_settings(
-                EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling))
+                EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling,
+                                budget=run_budget))
             config = {"env": dict(suite.identity), "spec": spec, "prices": price_info, "pool": cfg.pool}
             results = asyncio.run(run_with_progress(
                 suite.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=cfg.trials,

@@ -28,6 +28,7 @@ class EvalConfig(Strict):
     pool: str | None = pydantic.Field(None, description="Pool YAML.")
     max_turns: int = pydantic.Field(10, ge=1, description="Turn cap per episode.")
     budget_usd: float | None = pydantic.Field(None, gt=0, description="Dollar cap per episode.")
+    run_budget_usd: float | None = pydantic.Field(None, gt=0, description="Dollar cap shared by every episode.")
     temperature: float = pydantic.Field(0.0, ge=0, description="Orchestrator sampling temperature.")
     max_tokens: int = pydantic.Field(512, ge=1, description="Orchestrator max tokens per turn.")
 
