@@ -120,7 +120,7 @@ async def test_parallel_asks_state_agreement_in_call_order(winogrande):
     env = routerbench_env(winogrande)
     letters = {"agree": None, "disagree": None}
     for row in env.rows:
-        a, b, c = (rb.parse_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
+        a, b, c = (rb.extract_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
         if a and b and c and a == b == c and letters["agree"] is None:
             letters["agree"] = row
         if a and b and c and a != b and c == a and letters["disagree"] is None:
@@ -131,12 +131,12 @@ async def test_parallel_asks_state_agreement_in_call_order(winogrande):
     instance = env.start(env.task(row))
     tr = await run_episode(env.task(row), ScriptedBackend([ask("yi-34b") + ask("mixtral"), answer("mixtral")]),
                            Toolbox.of(instance.tools))
-    letter = rb.parse_choice(row.records["yi-34b"].response)
+    letter = rb.extract_choice(row.records["yi-34b"].response)
     assert [o.content for o in tr.turns[0].observations] == [letter, f"{letter} (agrees with yi-34b)"]
 
     row = letters["disagree"]
     instance = env.start(env.task(row))
-    a, b, c = (rb.parse_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
+    a, b, c = (rb.extract_choice(row.records[m].response) for m in ("yi-34b", "mixtral", "gpt-4"))
     tr = await run_episode(env.task(row), ScriptedBackend([ask("yi-34b") + ask("mixtral") + ask("gpt-4"),
                                                            answer("gpt-4")]), Toolbox.of(instance.tools))
     assert [o.content for o in tr.turns[0].observations] == [

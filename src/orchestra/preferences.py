@@ -7,7 +7,7 @@ reservation (`orchestra.rollout.budget`), a turn cap, and banned tools or provid
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestra.errors import ConfigError
@@ -50,6 +50,19 @@ class Preferences:
         if liked:
             parts.append("prefer " + ", ".join(liked))
         return ("User preference: " + "; ".join(parts) + ".") if parts else ""
+
+
+def avoiding(avoided: Iterable[str], names: Iterable[str], instruction: str, *, outcome: float = 1.0,
+             cost: float = 0.0) -> Preferences:
+    """"Avoid these": p = 0 for each avoided name and 1 for every other name, with the instruction.
+
+    The paper's form: the reward cannot go below zero for a call (every p >= 0), so avoidance is taught by
+    rewarding the alternatives. Every place that builds an avoid preference (evaluation's `--prefer-avoid`, the
+    training samplers) goes through here."""
+    banned = set(avoided)
+    weights = {n: 0.0 if n in banned else 1.0 for n in names}
+    weights.update({n: 0.0 for n in banned if n not in weights})
+    return Preferences(weights, outcome=outcome, cost=cost, instruction=instruction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from orchestra.backends.base import Sampling
 from orchestra.backends.pricing import PriceTable
 from orchestra.envs.base import Environment
 from orchestra.errors import ConfigError
-from orchestra.preferences import Limits, Preferences
+from orchestra.preferences import Limits, Preferences, avoiding
 from orchestra.task import Task
 
 
@@ -36,9 +36,8 @@ def avoid_preferences(models: Sequence[str], all_models: Sequence[str]) -> Prefe
     unknown = [m for m in avoided if all_models and m not in all_models]
     if unknown:
         raise ConfigError(f"--prefer-avoid: unknown models {unknown}; models: {', '.join(all_models)}")
-    weights = {m: 0.0 if m in avoided else 1.0 for m in (all_models or avoided)}
     instruction = f"User preference: do not use {', '.join(avoided)}; neither ask them nor answer with them."
-    return Preferences(weights, instruction=instruction)
+    return avoiding(avoided, all_models or avoided, instruction)
 
 
 def load_preferences(path: str | Path) -> Preferences:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from orchestra.backends.pricing import PriceTable
 from orchestra.errors import ConfigError
-from orchestra.preferences import Limits, Preferences
+from orchestra.preferences import Limits, Preferences, avoiding
 
 Family = Literal["corner", "avoid", "cheapest", "accuracy"]
 PriceScheme = Literal["base", "multipliers", "list"]
@@ -229,8 +229,7 @@ def _avoid(rng: random.Random, optional: Sequence[Candidate], distribution: Pref
         avoided = {name}
         instruction = f"Do not use {name}."
         bans = (frozenset({name}), frozenset())
-    weights = {c.name: 0.0 if c.name in avoided else 1.0 for c in optional}
-    return Preferences(tool_weights=weights, outcome=1.0, instruction=instruction), *bans
+    return avoiding(avoided, [c.name for c in optional], instruction), *bans
 
 
 def _draw_prices(rng: random.Random, prices: PriceTable, distribution: PreferenceDistribution

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orchestra.answers import extract_choice
 from orchestra.backends.base import ChatBackend, Sampling
-from orchestra.envs.routerbench.env import ReplayInstance, Row, parse_choice
+from orchestra.envs.routerbench.env import ReplayInstance, Row
 from orchestra.errors import ConfigError
 from orchestra.task import Instance
 from orchestra.tools.spec import ToolSpec
@@ -180,7 +181,7 @@ class Outcomes:
                 rec = row.records.get(m)
                 if rec is not None:
                     correct[i, j], available[i, j], cost[i, j] = rec.correct, True, rec.cost_usd
-                    choice = parse_choice(rec.response)
+                    choice = extract_choice(rec.response)
                     letter[i, j] = ord(choice) - ord("A") + 1 if choice else 0
         return cls(tuple(models), correct, available, cost, letter)
 

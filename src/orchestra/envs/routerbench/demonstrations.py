@@ -20,8 +20,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestra.answers import extract_choice
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench.env import Row, parse_choice
+from orchestra.envs.routerbench.env import Row
 from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
 
@@ -64,7 +65,7 @@ def fit_consult_policy(
         top_cost += _mean_cost(group, top) * len(group)
         cheap = [m for m in models if m in allowed_set and m != top and _mean_cost(group, m) <= max_pair_price_usd]
         options = [Route(direct=m) for m in sorted(allowed_set) if m in models]
-        if any(parse_choice(r.records[m].response) for r in group[:20] for m in r.records):
+        if any(extract_choice(r.records[m].response) for r in group[:20] for m in r.records):
             options += [Route(pair=(a, b), escalate=top) for a, b in itertools.permutations(cheap, 2)]
         scored[task_type] = [(*_score(group, o), o) for o in options]
     budget = max_cost_share * top_cost
@@ -91,7 +92,7 @@ def consult_backend(policy: ConsultPolicy, task_type_of: dict[str, str] | None =
     def act(messages: Sequence[Message]) -> str:
         task_type = _task_type(messages)
         route = policy.route(task_type)
-        answers = [parse_choice(m.content) for m in messages if m.role == "tool"]
+        answers = [extract_choice(m.content) for m in messages if m.role == "tool"]
         if route.direct is not None:
             return render_hermes("answer", {"model": route.direct})
         assert route.pair is not None and route.escalate is not None
@@ -136,7 +137,7 @@ def _score(rows: Sequence[Row], route: Route) -> tuple[float, float]:
             continue
         a, b = (rec.get(m) for m in route.pair or ())
         spent = (a.cost_usd if a else 0.0) + (b.cost_usd if b else 0.0)
-        letters = [parse_choice(x.response) if x else None for x in (a, b)]
+        letters = [extract_choice(x.response) if x else None for x in (a, b)]
         if a is not None and letters[0] and letters[0] == letters[1]:
             correct.append(a.correct)
         else:

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orchestra.answers import extract_choice
 from orchestra.envs.base import Instance, Outcome
 from orchestra.errors import ConfigError
 from orchestra.task import Task
@@ -63,7 +64,6 @@ PROVIDERS: dict[str, str] = {
     "mistral-7b": "mistral", "yi-34b": "01-ai", "wizardlm-13b": "wizardlm",
 }
 _META_COLUMNS = {"", "sample_id", "prompt", "eval_name", "oracle_model_to_route_to"}
-_CHOICE = re.compile(r"(?<![A-Za-z])([A-E])(?![A-Za-z])")
 MAX_CODE_CHARS = 300
 MAX_QUESTION_CHARS = 600
 
@@ -97,7 +97,7 @@ class Row:
     @property
     def gold_choice(self) -> str | None:
         """The choice letter correct models gave (most common), for multiple-choice rows."""
-        letters = [parse_choice(r.response) for r in self.records.values() if r.correct]
+        letters = [extract_choice(r.response) for r in self.records.values() if r.correct]
         letters = [x for x in letters if x]
         return max(set(letters), key=letters.count) if letters else None
 
@@ -169,11 +169,6 @@ def last_question(prompt: str) -> str:
     question = re.sub(r"\n?Print only a single choice.*$", "", question, flags=re.DOTALL).strip()
     question = re.sub(r"\n?Answer:\s*$", "", question).strip()
     return question[:MAX_QUESTION_CHARS]
-
-
-def parse_choice(response: str) -> str | None:
-    match = _CHOICE.search(response[:200])
-    return match.group(1) if match else None
 
 
 def split_rows(rows: Sequence[Row], dev_fraction: float, seed: int = 0) -> tuple[list[Row], list[Row]]:
@@ -307,7 +302,7 @@ class RouterBench:
                 raise
             cost = 0.0 if model in asked else rec.cost_usd
             shown = show_answer(rec.response, multiple_choice)
-            letter = parse_choice(rec.response) if multiple_choice else None
+            letter = extract_choice(rec.response) if multiple_choice else None
             earlier = {m: x for m, x in asked.items() if m != model}
             asked[model] = letter
             consulted.append((model, letter))
@@ -344,7 +339,7 @@ class RouterBench:
 def show_answer(response: str, multiple_choice: bool) -> str:
     """What the orchestrator reads of a recorded response: the choice letter, or the code cut short."""
     if multiple_choice:
-        letter = parse_choice(response)
+        letter = extract_choice(response)
         return letter if letter else response[:80]
     return response if len(response) <= MAX_CODE_CHARS else response[:MAX_CODE_CHARS] + " ..."
 
@@ -366,7 +361,7 @@ def grade_row(row: Row, trajectory: Trajectory) -> Outcome:
         return Outcome(correct, float(correct), {"outcome": float(correct)}, details=f"answered with {answered.target}")
     if trajectory.final_answer:
         gold = row.gold_choice
-        guess = parse_choice(trajectory.final_answer)
+        guess = extract_choice(trajectory.final_answer)
         correct = gold is not None and guess == gold
         return Outcome(correct, float(correct), {"outcome": float(correct)}, details="final message")
     return Outcome(False, 0.0, {"outcome": 0.0}, details=f"no answer ({trajectory.termination})")

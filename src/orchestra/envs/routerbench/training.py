@@ -18,11 +18,12 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from orchestra.answers import extract_choice
 from orchestra.envs.base import Demonstration, Example, draw
 from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
 from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
-from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt, parse_choice
-from orchestra.preferences import Limits, Preferences
+from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt
+from orchestra.preferences import Limits, Preferences, avoiding
 from orchestra.rollout.batch import EpisodeSettings, run_task
 from orchestra.rollout.guard import plain
 from orchestra.task import Task
@@ -36,8 +37,7 @@ def avoid_preference(provider: str, models: Sequence[str], cost_weight: float = 
     """The "avoid <provider> models" preference over `models`, and the set of models it rules out."""
     avoided = frozenset(m for m in models if PROVIDERS.get(m) == provider)
     label = PROVIDER_LABELS.get(provider, provider)
-    weights = {m: 0.0 if m in avoided else 1.0 for m in models}
-    return Preferences(weights, outcome=1.0, cost=cost_weight, instruction=f"Avoid {label} models."), avoided
+    return avoiding(avoided, models, f"Avoid {label} models.", cost=cost_weight), avoided
 
 
 def default_preference(cost_weight: float = 0.5) -> Preferences:
@@ -119,7 +119,7 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
     """For a consult demonstration (two parallel asks, then an answer): did the two answers differ? None otherwise."""
     if not trajectory.turns or len(trajectory.turns[0].observations) != 2:
         return None
-    first, second = (parse_choice(o.content) for o in trajectory.turns[0].observations)
+    first, second = (extract_choice(o.content) for o in trajectory.turns[0].observations)
     return first is None or first != second
 
 
