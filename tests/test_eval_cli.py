@@ -112,3 +112,25 @@ def test_a_run_wide_budget_caps_the_whole_evaluation(toy, tmp_path):
     assert "budget" in results["terminations"]  # the rest stopped at the shared cap
     bad = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--run-budget-usd", "-1", "--out", tmp_path)
     assert bad.exit_code == 2 and "run_budget_usd" in bad.output
+
+
+def test_prices_reprice_recorded_answers_and_bad_prices_are_one_line(toy, tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("recorded:\n  m3: {factor: 0.5}\n  m1: {per_call_usd: 0.004}\n")
+    run = invoke("eval", "routerbench", "--data", toy, "-o", "always:m3", "-o", "always:m1", "--prices", prices,
+                 "--out", tmp_path / "runs")
+    assert run.exit_code == 0, run.output
+    m3 = json.loads((tmp_path / "runs" / "always_m3" / "results.json").read_text())
+    m1 = json.loads((tmp_path / "runs" / "always_m1" / "results.json").read_text())
+    assert m3["cost_per_query_usd"] == pytest.approx(4 * 0.1 * 0.5 / 5)  # recorded $0.1, halved; one row lacks m3
+    assert m1["cost_per_query_usd"] == pytest.approx(0.004)
+    item = read_items(tmp_path / "runs" / "always_m3" / "items.jsonl")[0]
+    assert item["metadata"]["prices_per_1k"]["m3"] == pytest.approx(50.0)  # the prompt shows the new price
+    assert "m3" in m3["config"]["env"]["recorded_prices"]  # part of the run's identity
+    for body, message in [("recorded:\n  zz: {factor: 2}\n", "unknown models ['zz']"),
+                          ("recorded:\n  m1: {factor: 0}\n", "factor: Input should be greater than 0"),
+                          ("recorded:\n  m1: {per_call_usd: -1}\n", "per_call_usd: Input should be greater than or"),
+                          ("recorded:\n  m1: {factor: 1, per_call_usd: 1}\n", "exactly one of")]:
+        prices.write_text(body)
+        bad = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--prices", prices, "--out", tmp_path)
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output

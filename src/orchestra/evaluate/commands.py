@@ -53,6 +53,8 @@ def load_preferences(path: str | Path) -> Preferences:
 
 
 def load_prices(path: str | None) -> tuple[PriceTable, dict[str, Any]]:
+    """The price table with a `--prices` file's `models`/`tools` overrides; its `recorded:` section (new prices for
+    recorded answers) is left in the returned info for `recorded_prices`."""
     table = PriceTable.default()
     if not path:
         return table, {"version": table.version}
@@ -63,10 +65,14 @@ def load_prices(path: str | None) -> tuple[PriceTable, dict[str, Any]]:
         raise ConfigError(f"--prices {path}: unreadable ({type(exc).__name__}: {exc}); give a YAML file with "
                           "`models` and/or `tools`") from None
     if not isinstance(overrides, dict):
-        raise ConfigError(f"--prices {path}: expected a mapping with `models` and/or `tools`")
+        raise ConfigError(f"--prices {path}: expected a mapping with `models`, `tools` and/or `recorded`")
+    recorded = overrides.pop("recorded", None)
     table = table.with_overrides(overrides)
-    return table, {"version": table.version, "overrides": str(path),
-                   "overrides_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    info = {"version": table.version, "overrides": str(path),
+            "overrides_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    if recorded is not None:
+        info["recorded"] = recorded
+    return table, info
 
 
 def slug(spec: str) -> str:
@@ -126,7 +132,7 @@ def eval_command(
             "max_turns": max_turns, "budget_usd": budget_usd, "run_budget_usd": run_budget_usd,
             "temperature": temperature, "max_tokens": max_tokens})
         table, price_info = load_prices(cfg.prices)
-        suite = load_suite(cfg.env)
+        suite = load_suite(with_recorded_prices(cfg.env, price_info.get("recorded"), cfg.prices))
         tasks = list(suite.tasks)[: cfg.limit]
         prefs = _preferences(suite.models, cfg.prefer_avoid, cfg.preferences)
         limits = Limits(max_turns=cfg.max_turns, budget_usd=cfg.budget_usd)
@@ -174,6 +180,18 @@ def env_options(name: str, *, data: str | None = None, part: str | None = None, 
         except yaml.YAMLError:
             raise ConfigError(f"--env-set {item!r}: the value is not valid YAML; quote it") from None
     return out
+
+
+def with_recorded_prices(env: dict[str, Any], recorded: Any, path: str | None) -> dict[str, Any]:
+    """`env` with a prices file's `recorded:` section as its `recorded_prices` (environments that replay recorded
+    costs have that field; for any other the section is an error)."""
+    if recorded is None:
+        return env
+    from orchestra.envs.registry import config_type
+
+    if "recorded_prices" not in config_type(env["name"]).model_fields:
+        raise ConfigError(f"--prices {path}: `recorded:` reprices recorded answers; {env['name']} replays none")
+    return {**env, "recorded_prices": recorded}
 
 
 def _preferences(models: Sequence[str], prefer_avoid: Sequence[str], path: str | None) -> Preferences | None:

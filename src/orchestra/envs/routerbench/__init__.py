@@ -43,10 +43,14 @@ def load(config: Config) -> Suite:
     env = RouterBench(chosen, stats)
     train_env = env if part == "train" or not config.dev_fraction else RouterBench(train, stats)
     tasks = env.tasks()
+    if config.recorded_prices:
+        factors = _factors(config.recorded_prices, stats, env.models)
+        tasks = [env.offer(t, price_factors=factors) for t in tasks]
     if part == "train" and config.max_tasks is not None:
         tasks = tasks[: config.max_tasks]
     identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
-                "dev_fraction": config.dev_fraction, "seed": config.seed}
+                "dev_fraction": config.dev_fraction, "seed": config.seed,
+                "recorded_prices": {m: p.model_dump(exclude_none=True) for m, p in config.recorded_prices.items()}}
 
     def examples(seed: int, limit: int | None) -> list[Any]:
         return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks)
@@ -70,6 +74,17 @@ def load(config: Config) -> Suite:
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
         demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env, max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS,
     )
+
+
+def _factors(prices: Any, stats: Any, models: Any) -> dict[str, float]:
+    """Per-model price factors: a factor as given, a flat $ per call over the model's mean recorded cost."""
+    from orchestra.errors import ConfigError
+
+    unknown = sorted(set(prices) - set(models))
+    if unknown:
+        raise ConfigError(f"recorded prices: unknown models {unknown}; models: {', '.join(models)}")
+    return {m: p.factor if p.factor is not None else p.per_call_usd / stats.mean_cost_usd[m]
+            for m, p in prices.items()}
 
 
 def _baselines(env: Any, train_rows: list[Any], seed: int) -> dict[str, Any]:

@@ -44,6 +44,19 @@ class PreferenceMix(Strict):
     cost_weight: float = pydantic.Field(0.5, ge=0, le=1, description="p_cost of the default preference.")
 
 
+class RecordedPrice(Strict):
+    """A new price for one model's recorded answers: a factor on the recorded cost, or a flat $ per call."""
+
+    factor: float | None = pydantic.Field(None, gt=0, description="Recorded cost x factor (same tokens, new price).")
+    per_call_usd: float | None = pydantic.Field(None, ge=0, description="A flat price per call instead.")
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> RecordedPrice:
+        if (self.factor is None) == (self.per_call_usd is None):
+            raise ValueError("give exactly one of factor or per_call_usd")
+        return self
+
+
 class Config(Strict):
     """RouterBench recorded outcomes: ask a model, see its recorded answer, pay its recorded cost."""
 
@@ -57,6 +70,11 @@ class Config(Strict):
     max_tasks: int | None = pydantic.Field(None, ge=1, description="Use at most this many training tasks.")
     preferences: PreferenceMix = pydantic.Field(default_factory=PreferenceMix,
                                                 description="Training: how examples draw their preference.")
+    recorded_prices: dict[str, RecordedPrice] = pydantic.Field(
+        default_factory=dict, description="Evaluation under new prices: per model, a factor on its recorded cost or a "
+                                          "flat $ per call (`recorded:` in an `orchestra eval --prices` file). The "
+                                          "evaluated tasks are repriced and their prompts show the new prices; what "
+                                          "was fit on the training part (baselines, demonstrations) is not.")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")
