@@ -114,9 +114,59 @@ def demo(
                                                           presets["default"])
     summary["timings_s"] = {**timings, "total_s": time.perf_counter() - started}
     summary["quick"] = quick
+    summary["commit"] = current_commit()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(results_markdown(summary))
     _print_table(console, runs, summary)
     console.print(f"report: {report[1]}\norchestrator: {final}\ntotal {summary['timings_s']['total_s'] / 60:.1f} min")
+
+
+def current_commit() -> str:
+    """The git commit the code runs at (with `+dirty` when the tree has changes), or "unknown"."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here.parent, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+RESULT_ROWS = ("always:gpt-4", "cascade", "knn", "orchestra", "sft", "untrained", "orchestra+avoid-claude",
+               "always:yi-34b", "cheapest", "oracle")
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The results table of one demo run, from its summary.json alone (README and docs/demo.md copy it verbatim;
+    a test checks the committed copy against the committed summary)."""
+    runs = summary["runs"]
+    best = summary["best_single_cost_usd"]
+    names = {"cascade": "cascade (fit on the training part)", "knn": "knn router (fit on the training part)",
+             "orchestra": "**orchestra: SmolLM2-135M, SFT + GRPO**", "sft": "orchestra, SFT only",
+             "untrained": "SmolLM2-135M untrained (prompted)", "oracle": "oracle (knows the outcomes)",
+             "orchestra+avoid-claude": '**orchestra with "Avoid claude models."**', "cheapest": "cheapest model"}
+    lines = ["| policy | accuracy | $/query | cost vs " + summary["best_single"].removeprefix("always:") + " |",
+             "|---|---|---|---|"]
+    for label in RESULT_ROWS:
+        r = runs.get(label)
+        if r is None:
+            continue
+        name = names.get(label, label)
+        if label == summary["best_single"]:
+            name += " (best single model)"
+        accuracy = f"{r['accuracy']:.3f}"
+        if label == "orchestra+avoid-claude":
+            accuracy += f" (claude calls: {summary['avoid_claude_call_share']:.0%})"
+        lines.append(f"| {name} | {accuracy} | {r['cost_per_query_usd']:.6f} | "
+                     f"{r['cost_per_query_usd'] / best:.0%} |")
+    minutes = summary["timings_s"]["total_s"] / 60
+    lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
+                  f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}."]
+    return "\n".join(lines) + "\n"
 
 
 def _done(path: Path) -> bool:

@@ -106,8 +106,10 @@ def demo_tools(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     timings["total_s"] = time.perf_counter() - started
+    from orchestra.commands.demo import current_commit
+
     summary = {"held_out": held, "trained_on": [d for d in names if d not in held], "results": results,
-               "timings_s": timings, "quick": quick, "plan": {"tasks": plan.tasks, "env": plan.env, "sft": plan.sft,
+               "timings_s": timings, "quick": quick, "commit": current_commit(), "plan": {"tasks": plan.tasks, "env": plan.env, "sft": plan.sft,
                                                               "grpo": plan.grpo, "eval_tasks": plan.eval_tasks}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(results_markdown(summary))
@@ -231,7 +233,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
     minutes = summary["timings_s"]["total_s"] / 60
     lines.append("")
     lines.append(f"Trained on {', '.join(summary['trained_on'])}; held out: {', '.join(summary['held_out'])}. "
-                 f"Whole run {minutes:.1f} min{' (quick: tiny random model)' if summary['quick'] else ''}.")
+                 f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} min"
+                 f"{' (quick: tiny random model)' if summary['quick'] else ''}.")
     return "\n".join(lines) + "\n"
 
 
