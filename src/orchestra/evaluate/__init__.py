@@ -3,8 +3,10 @@
     orchestra eval routerbench --dev-fraction 0.2 -o always:gpt-4 -o knn -o cascade --out runs
     orchestra report runs --out report
 
-Library use: `resolve_orchestrator(spec, SpecContext(env, ...))` -> `Orchestrator`; `await evaluate(env, tasks,
-orchestrator, run_dir, config=...)` -> the summary written to `run_dir/results.json`; `write_report(run_dirs, out)`.
+Library use: `suite = orchestra.envs.registry.load_suite({"name": ..., ...})`;
+`resolve_orchestrator(spec, SpecContext(suite))` -> `Orchestrator`; `await evaluate(suite.env, suite.tasks,
+orchestrator, run_dir, config={"env": suite.identity})` -> the summary written to `run_dir/results.json`;
+`write_report(run_dirs, out)`.
 Importing this package imports neither torch nor matplotlib.
 """
 
