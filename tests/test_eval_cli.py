@@ -84,6 +84,11 @@ def test_a_pool_model_prompted_as_orchestrator(toy, tmp_path):
     assert sent["model"] == "gpt-5-mini" and any(t["function"]["name"] == "ask" for t in sent["tools"])
     results = json.loads((tmp_path / "runs" / "prompted_gpt-5-mini" / "results.json").read_text())
     assert results["n"] == 2 and results["calls"]["share"] == {"m1": 1.0}
+    # R5: the same pool path with other contents (another expert timeout) is another run; resuming it is refused
+    pool.write_text(pool.read_text().replace("}\n", ", timeout_s: 9}\n"))
+    again = invoke("eval", "routerbench", "--data", toy, "-o", "prompted:gpt-5-mini", "--pool", pool,
+                   "--out", tmp_path / "runs", "--limit", "2")
+    assert again.exit_code == 2 and "changed: pool.sha256" in again.output, again.output
 
 
 def test_mistakes_exit_2_with_the_fix(toy, tmp_path):

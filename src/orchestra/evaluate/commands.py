@@ -147,7 +147,7 @@ def eval_command(
             settings = resolved.episode_settings(
                 EpisodeSettings(pool_tools=pool_tools, preferences=prefs, limits=limits, sampling=sampling,
                                 budget=run_budget))
-            config = {"env": dict(suite.identity), "spec": spec, "prices": price_info, "pool": cfg.pool}
+            config = {"env": dict(suite.identity), "spec": spec, "prices": price_info, "pool": pool_identity(cfg.pool)}
             results = asyncio.run(run_with_progress(
                 suite.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=cfg.trials,
                 concurrency=cfg.concurrency, force=force, base_records=base, show=progress))
@@ -180,6 +180,17 @@ def env_options(name: str, *, data: str | None = None, part: str | None = None, 
         except yaml.YAMLError:
             raise ConfigError(f"--env-set {item!r}: the value is not valid YAML; quote it") from None
     return out
+
+
+def pool_identity(path: str | None) -> dict[str, Any] | None:
+    """The pool file and the digest of its resolved config (so editing the file changes the run's identity)."""
+    if not path:
+        return None
+    from orchestra.config import dump_config
+    from orchestra.pool import load_pool_config
+
+    resolved = dump_config(load_pool_config(path))
+    return {"path": path, "sha256": hashlib.sha256(resolved.encode()).hexdigest()[:16]}
 
 
 def with_recorded_prices(env: dict[str, Any], recorded: Any, path: str | None) -> dict[str, Any]:
