@@ -5,9 +5,10 @@ plain types); per-argument descriptions may also come from a Google-style `Args:
 read line by line (one `name: text` entry per argument), never guessed from prose. Validation of a call's arguments
 uses the same pydantic model, so what the model is told and what is enforced cannot drift apart.
 
-Tools known only by a schema (imported from MCP or an OpenAI `tools=` list) are validated by `validate_json_schema`,
-which covers the subset of JSON Schema that function schemas use: type, properties, required, enum,
-additionalProperties, items.
+Every call's arguments are also checked against the tool's JSON-Schema `parameters` by a real validator (`jsonschema`,
+Draft 2020-12, compiled once per `ToolSpec`), before the call: tools known only by a schema (MCP, an OpenAI `tools=`
+list) get the whole language enforced (`anyOf`, `maximum`, `pattern`, `$ref`, ...), and a typed tool is held to
+exactly the schema its model is shown. A problem reads `arguments.k: 25 is greater than the maximum of 20`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,8 @@ from typing import Any
 
 import pydantic
 
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list, tuple),
-    "null": (type(None),),
-}
-
+if typing.TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 def docstring_summary_and_args(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
     """The first paragraph of `fn`'s docstring and the `Args:` entries (`name: description`)."""
@@ -98,32 +91,52 @@ def parameters_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     return schema
 
 
+class SchemaInvalid(Exception):
+    """A tool's `parameters` is not a valid JSON Schema: the tool's fault, never the calling model's."""
+
+
+def compile_validator(schema: dict[str, Any]) -> Validator:
+    """A compiled Draft 2020-12 validator for `schema`; raises `SchemaInvalid` when the schema is malformed."""
+    import jsonschema  # imported on first use: `import orchestra` stays light
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        path = _render_path("parameters", exc.absolute_path)
+        raise SchemaInvalid(f"{path}: {_short(exc.message)}") from None
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_problems(validator: Validator, value: Any, path: str = "arguments") -> list[str]:
+    """Problems with `value` under a compiled validator (empty when valid), each `path: rule violated`.
+
+    The fast path is one `is_valid` walk; the errors are only collected (in path order) when it fails.
+    """
+    if validator.is_valid(value):
+        return []
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{_render_path(path, err.absolute_path)}: {_short(err.message)}" for err in errors[:_MAX_PROBLEMS]]
+
+
 def validate_json_schema(value: Any, schema: dict[str, Any], path: str = "arguments") -> list[str]:
-    """Problems with `value` under `schema` (empty when valid), each naming the offending path."""
-    problems: list[str] = []
-    expected = schema.get("type")
-    if expected is not None:
-        names = expected if isinstance(expected, list) else [expected]
-        ok = any(
-            isinstance(value, _JSON_TYPES.get(n, (object,)))
-            and not (n in ("integer", "number") and isinstance(value, bool))
-            for n in names
-        )
-        if not ok:
-            return [f"{path}: expected {'/'.join(names)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{path}: {value!r} is not one of {schema['enum']}")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for key in schema.get("required", []):
-            if key not in value:
-                problems.append(f"{path}.{key}: required")
-        for key, item in value.items():
-            if key in props:
-                problems += validate_json_schema(item, props[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                problems.append(f"{path}.{key}: unknown argument")
-    if isinstance(value, list | tuple) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            problems += validate_json_schema(item, schema["items"], f"{path}[{i}]")
-    return problems
+    """Problems with `value` under `schema` (empty when valid); compiles the schema each call, so hot paths use
+    `ToolSpec.argument_problems`, which caches the compiled validator."""
+    return schema_problems(compile_validator(schema), value, path)
+
+
+_MAX_PROBLEMS = 5
+_MAX_PROBLEM_CHARS = 300
+
+
+def _render_path(root: str, parts: Any) -> str:
+    out = root
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _short(message: str) -> str:
+    # A violating 1 MB string would otherwise be echoed whole into the model's context.
+    if len(message) <= _MAX_PROBLEM_CHARS:
+        return message
+    return message[: _MAX_PROBLEM_CHARS - 15] + " ...[truncated]"

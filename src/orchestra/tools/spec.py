@@ -23,11 +23,12 @@ import pydantic
 
 from orchestra.tools.schema import (
     arguments_model,
+    compile_validator,
     docstring_summary_and_args,
     parameters_schema,
-    validate_json_schema,
+    schema_problems,
 )
-from orchestra.types import Usage
+from orchestra.types import Message, Usage
 
 ToolKind = Literal["basic", "specialist", "generalist"]
 
@@ -76,6 +77,28 @@ class ToolSpec:
     kind: ToolKind = "basic"
     cost: CostCard = CostCard()
     provider: str | None = None
+    _validator: Any = field(default=None, init=False, repr=False, compare=False)
+    """The compiled validator of `parameters`, built on first use and kept for the spec's lifetime."""
+
+    def argument_problems(self, arguments: Any) -> list[str]:
+        """Where `arguments` violates `parameters` (empty when valid), as `arguments.<path>: <rule>` lines.
+
+        Raises `SchemaInvalid` when `parameters` itself is not a valid JSON Schema.
+        """
+        validator = self._validator
+        if validator is None:
+            validator = compile_validator(self.parameters)
+            object.__setattr__(self, "_validator", validator)  # a cache, not state: equality ignores it
+        return schema_problems(validator, arguments)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # The compiled validator holds closures that cannot be pickled; a copy recompiles on first use.
+        return (self.name, self.description, self.parameters, self.kind, self.cost, self.provider)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(("name", "description", "parameters", "kind", "cost", "provider"), state, strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_validator", None)
 
     def rendered_description(self) -> str:
         note = self.cost.render()
@@ -122,6 +145,11 @@ class ToolContext:
     task_id: str
     call_id: str
     """Unique per call: side-effecting tools use it as an idempotency key, so a retried call applies once."""
+    prompt: str = ""
+    """The task's prompt as given (not as the prompt builder wrapped it); empty outside an episode."""
+    history: tuple[Message, ...] = ()
+    """The conversation so far (what the orchestrator was sent, its replies, earlier tool results): tools that
+    consult a model on the episode's context (the paper's `search`, `enhance_reasoning`, `answer`) read it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +191,7 @@ class Tool:
         """A tool known by its JSON schema only (MCP, OpenAI `tools=`); `fn` receives the arguments as keywords."""
 
         def validate(arguments: dict[str, Any]) -> dict[str, Any]:
-            problems = validate_json_schema(arguments, spec.parameters)
+            problems = spec.argument_problems(arguments)
             if problems:
                 raise ValueError("; ".join(problems))
             return arguments

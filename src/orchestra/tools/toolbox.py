@@ -2,7 +2,9 @@
 
 Every way a call can go wrong becomes an `Observation` the orchestrator can read and act on:
 - the call could not be parsed (`ToolCall.error`) or names an unknown tool -> `format_error`, nothing runs;
-- its arguments fail the schema -> `format_error` naming the field, nothing runs;
+- its arguments fail the tool's JSON-Schema `parameters` (checked by a compiled `jsonschema` validator, cached on the
+  spec), or the typed function's own validation -> one `format_error` naming each path and rule, nothing runs;
+- the tool's own `parameters` is not a valid JSON Schema -> `tool_error`, nothing runs;
 - the tool is banned for this run or outside the task's allow-list -> `denied`, nothing runs;
 - the tool raises or exceeds its timeout -> `tool_error` with the exception's message; a timed-out call is charged
   its worst case (`Tool.max_cost_usd`), since what an abandoned paid call was billed is unknown.
@@ -19,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestra.tools.schema import SchemaInvalid
 from orchestra.tools.spec import Tool, ToolContext, ToolOutput, ToolSpec
-from orchestra.types import Observation, ToolCall
+from orchestra.types import Message, Observation, ToolCall
 
 DEFAULT_MAX_OBSERVATION_CHARS = 20_000
 
@@ -82,6 +85,12 @@ class Toolbox:
         if call.name in self.denied:
             return _refuse(call, "denied", f"tool {call.name!r} is not allowed in this run")
         try:
+            problems = t.spec.argument_problems(call.arguments)
+        except SchemaInvalid as exc:
+            return _refuse(call, "tool_error", f"tool {call.name!r} has an invalid parameters schema: {exc}")
+        if problems:
+            return _refuse(call, "format_error", f"invalid arguments for {call.name}: {'; '.join(problems)}")
+        try:
             return t, t.validate(call.arguments)
         except ValueError as exc:
             return _refuse(call, "format_error", f"invalid arguments for {call.name}: {exc}")
@@ -93,11 +102,14 @@ class Toolbox:
         t, arguments = checked
         return await self.run_checked(call, t, arguments, task_id=task_id)
 
-    async def run_checked(self, call: ToolCall, t: Tool, arguments: dict[str, Any], *, task_id: str = "") -> Observation:
-        """Run an already-checked call: time it, price it, cap its output; failures become `tool_error`."""
+    async def run_checked(self, call: ToolCall, t: Tool, arguments: dict[str, Any], *, task_id: str = "",
+                          prompt: str = "", history: Sequence[Message] = ()) -> Observation:
+        """Run an already-checked call: time it, price it, cap its output; failures become `tool_error`.
+        `prompt` and `history` (the task and the conversation so far) reach tools through `ToolContext`."""
         started = time.perf_counter()
+        context = ToolContext(task_id, call.id, prompt, tuple(history))
         try:
-            result = await asyncio.wait_for(t.invoke(arguments, ToolContext(task_id, call.id)), t.timeout_s)
+            result = await asyncio.wait_for(t.invoke(arguments, context), t.timeout_s)
         except TimeoutError:
             # What an abandoned paid call was billed is unknown: charge its worst case, never $0 (F14).
             elapsed = time.perf_counter() - started
