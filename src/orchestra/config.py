@@ -77,15 +77,50 @@ class ToolEntry(Strict):
         default_factory=dict, description="Keyword arguments of a built-in tool's factory (e.g. local_search: "
         "{index: DIR} or {url: URL}); checked against its signature when the pool is built.")
 
+    mcp: McpServerConfig | None = pydantic.Field(
+        None, description="An MCP server: all its tools (or its `tools` allow-list) join the pool.")
+
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> ToolEntry:
-        if (self.builtin is None) == (self.expert is None):
-            raise ValueError("give exactly one of `builtin` or `expert`")
+        if sum(kind is not None for kind in (self.builtin, self.expert, self.mcp)) != 1:
+            raise ValueError("give exactly one of `builtin`, `expert` or `mcp`")
         if self.expert is not None and self.options:
             raise ValueError("`options` apply to built-in tools only")
         if self.expert is not None and not self.name:
             raise ValueError("an expert tool needs a `name`")
+        if self.mcp is not None and (self.options or self.name or self.description):
+            raise ValueError("an `mcp` entry takes its settings inside `mcp:` (name, prefix, tools, ...)")
         return self
+
+
+class ExpertConfig(ModelEndpoint):
+    """A model the paper-shaped tools (`search`, `enhance_reasoning`, `answer`) can choose by its alias."""
+
+    max_context_chars: int = pydantic.Field(
+        120_000, ge=1, description="Cap on the expert's prompt: the question is kept whole and the episode's context "
+        "is cut from its oldest end to fit (the release caps per model, e.g. 2k tokens for a math model).")
+    description: str = pydantic.Field("", description="What this expert is good at (shown in the tool description).")
+    latency_s: float = pydantic.Field(0.0, ge=0, description="Typical latency shown to the orchestrator.")
+    answer_format: Literal["answer_tags", "boxed"] = pydantic.Field(
+        "answer_tags", description="How an `answer` expert is asked to mark its answer: <answer>...</answer> "
+        "(chat models) or \\boxed{} (math models); both are parsed either way.")
+
+
+class PaperToolsConfig(Strict):
+    """The paper's three model-choosing tools; each lists the expert aliases (keys of `experts`) it offers."""
+
+    search: list[str] = pydantic.Field(default_factory=list, description="Aliases for `search` (none: no tool).")
+    enhance_reasoning: list[str] = pydantic.Field(
+        default_factory=list, description="Aliases for `enhance_reasoning` (none: no tool).")
+    answer: list[str] = pydantic.Field(default_factory=list, description="Aliases for `answer` (none: no tool).")
+    search_tool: str = pydantic.Field("local_search", description="The built-in tool `search` sends queries to.")
+    search_options: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="Options of that built-in tool (e.g. local_search: {index: DIR}).")
+    search_k: int = pydantic.Field(5, ge=1, le=20, description="Documents retrieved per search.")
+    code_wall_s: float = pydantic.Field(60.0, gt=0, description="Sandbox time limit of `enhance_reasoning` code.")
+    descriptions: Literal["pool", "release"] = pydantic.Field(
+        "pool", description="pool: tool descriptions list this pool's prices and latencies per alias; release: the "
+        "descriptions Orchestrator-8B was trained with (prices as text; charges still come from the pool).")
 
 
 class PreferencesConfig(Strict):
@@ -141,6 +176,25 @@ class PoolConfig(Strict):
         "output, provider}}, tools: {NAME: {per_call, per_second}}}; a model added here can be used in this pool.")
     preferences: PreferencesConfig | None = None
     limits: LimitsConfig = pydantic.Field(default_factory=LimitsConfig)
+    experts: dict[str, ExpertConfig] = pydantic.Field(
+        default_factory=dict, description="Expert models by alias (e.g. search-1, reasoner-2, answer-1), offered by "
+        "`paper_tools`.")
+    paper_tools: PaperToolsConfig | None = pydantic.Field(
+        None, description="The paper's tools search / enhance_reasoning / answer over `experts`.")
+    prompt: Literal["default", "toolorchestra"] = pydantic.Field(
+        "default", description="The orchestrator's prompt: default, or toolorchestra (the protocol Orchestrator-8B "
+        "was trained on; see orchestra.profiles.toolorchestra).")
+
+    @pydantic.model_validator(mode="after")
+    def _aliases_known(self) -> PoolConfig:
+        if self.paper_tools is None:
+            return self
+        for tool_name in ("search", "enhance_reasoning", "answer"):
+            for i, alias in enumerate(getattr(self.paper_tools, tool_name)):
+                if alias not in self.experts:
+                    known = ", ".join(sorted(self.experts)) or "none: add an `experts:` section"
+                    raise ValueError(f"paper_tools.{tool_name}.{i}: unknown expert {alias!r}; experts: {known}")
+        return self
 
 
 def load_config(path: str | Path | None, model: type[M], overrides: Sequence[str] = (),

@@ -21,6 +21,9 @@ from orchestra.backends.pricing import ModelPrice, PriceTable
 from orchestra.config import ModelEndpoint, PoolConfig, load_config
 from orchestra.errors import ConfigError
 from orchestra.preferences import Limits, Preferences
+from orchestra.rollout.episode import ObservationRenderer, PromptBuilder
+from orchestra.rollout.guard import plain, wrap_untrusted
+from orchestra.rollout.prompt import default_prompt
 from orchestra.tools.builtin import BUILTINS
 from orchestra.tools.builtin.expert import expert_tool
 from orchestra.tools.spec import Tool, ToolSpec
@@ -35,6 +38,9 @@ class Pool:
     preferences: Preferences | None
     limits: Limits
     sampling: Sampling
+    build_prompt: PromptBuilder = default_prompt
+    """The orchestrator's prompt (`PoolConfig.prompt`)."""
+    render_observation: ObservationRenderer = wrap_untrusted
 
 
 def default_pool_path() -> Path:
@@ -70,12 +76,57 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
             card=price.card(entry.latency_s), kind=entry.tool_kind, provider=price.provider,
             max_tokens=entry.expert.max_tokens,
         ))
+    tools.extend(_paper_tools(config, table, cache))
     p = config.preferences
     preferences = Preferences(dict(p.tool_weights), p.outcome, p.cost, p.latency, p.instruction) if p else None
     lim = config.limits
     limits = Limits(lim.max_turns, lim.budget_usd, frozenset(lim.banned_tools), frozenset(lim.banned_providers))
     sampling = Sampling(temperature=config.orchestrator.temperature, max_tokens=config.orchestrator.max_tokens)
-    return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling)
+    build_prompt, render_observation = _prompt(config.prompt)
+    return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling, build_prompt, render_observation)
+
+
+def _prompt(name: str) -> tuple[PromptBuilder, ObservationRenderer]:
+    if name == "toolorchestra":
+        from orchestra.profiles.toolorchestra import toolorchestra_prompt
+
+        return toolorchestra_prompt, plain
+    return default_prompt, wrap_untrusted
+
+
+def _paper_tools(config: PoolConfig, table: PriceTable, cache: dict[tuple[object, ...], ChatBackend]) -> list[Tool]:
+    """The paper's search / enhance_reasoning / answer over the pool's `experts` (each alias priced first)."""
+    pt = config.paper_tools
+    if pt is None:
+        return []
+    from orchestra.sandbox import SandboxLimits
+    from orchestra.tools.builtin.paper_tools import Expert, paper_tools
+
+    offered = {"search": pt.search, "enhance_reasoning": pt.enhance_reasoning, "answer": pt.answer}
+    used = {alias for aliases in offered.values() for alias in aliases}
+    experts = {}
+    for alias, endpoint in config.experts.items():
+        if alias not in used:
+            continue
+        _price(table, endpoint, f"experts.{alias}.model")
+        experts[alias] = Expert(
+            alias, make_backend(endpoint, table, cache), max_context_chars=endpoint.max_context_chars,
+            max_tokens=endpoint.max_tokens, description=endpoint.description, latency_s=endpoint.latency_s,
+            answer_format=endpoint.answer_format, timeout_s=endpoint.timeout_s * endpoint.max_attempts + 30.0)
+    search_tool = None
+    if pt.search:
+        if pt.search_tool not in BUILTINS:
+            raise ConfigError(f"paper_tools.search_tool: unknown tool {pt.search_tool!r}; built-in tools: "
+                              f"{', '.join(sorted(BUILTINS))}")
+        search_tool = _builtin(pt.search_tool, pt.search_options, "paper_tools", options_field="search_options")
+    descriptions = None
+    if pt.descriptions == "release":
+        from orchestra.profiles.toolorchestra import release_descriptions
+
+        descriptions = release_descriptions({name: {a: experts[a] for a in aliases}
+                                             for name, aliases in offered.items() if aliases})
+    return list(paper_tools(experts, **offered, search_tool=search_tool, search_k=pt.search_k,
+                            code_limits=SandboxLimits(wall_s=pt.code_wall_s), descriptions=descriptions))
 
 
 class LazyBackend:
@@ -135,15 +186,15 @@ def _local_backend(endpoint: ModelEndpoint, price: ModelPrice) -> ChatBackend:
                                         first_call=endpoint.first_call)
 
 
-def _builtin(name: str, options: dict[str, object], field: str) -> Tool:
+def _builtin(name: str, options: dict[str, object], field: str, *, options_field: str = "options") -> Tool:
     """Build a built-in tool with the pool's `options` as keyword arguments, validated against its factory's
-    signature; a bad option is a `ConfigError` naming `tools.N.options.KEY`."""
+    signature; a bad option is a `ConfigError` naming `tools.N.options.KEY` (`FIELD.OPTIONS_FIELD.KEY`)."""
     factory = BUILTINS[name]
     try:
         return pydantic.validate_call(factory)(**options)
     except pydantic.ValidationError as exc:
         accepted = ", ".join(inspect.signature(factory).parameters) or "none"
-        problems = "; ".join(f"{field}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        problems = "; ".join(f"{field}.{options_field}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                              for err in exc.errors())
         raise ConfigError(f"{problems} (options of {name}: {accepted})") from None
     except ConfigError as exc:

@@ -58,7 +58,8 @@ def run(
     with console.status("running the episode"):
         trajectory = asyncio.run(run_episode(
             task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
-            limits=built.limits, sampling=built.sampling, budget=budget,
+            limits=built.limits, sampling=built.sampling, budget=budget, build_prompt=built.build_prompt,
+            render_observation=built.render_observation,
         ))
     if save is not None:
         append_trajectory(save, trajectory)

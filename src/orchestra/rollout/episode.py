@@ -88,7 +88,7 @@ async def run_episode(
             termination, final_answer = Termination.FINAL_MESSAGE, strip_think(completion.text)
             break
 
-        observations, out_of_budget = await _run_calls(completion.tool_calls, toolbox, budget, task.id)
+        observations, out_of_budget = await _run_calls(completion.tool_calls, toolbox, budget, task, messages)
         turns.append(Turn(index, completion, tuple(observations), time.perf_counter() - started))
         messages.extend(
             Message("tool", render_observation(o), tool_call_id=o.call_id, name=o.name or None) for o in observations
@@ -113,10 +113,12 @@ async def run_episode(
 
 
 async def _run_calls(
-    calls: Sequence[ToolCall], toolbox: Toolbox, budget: Budget, task_id: str
+    calls: Sequence[ToolCall], toolbox: Toolbox, budget: Budget, task: Task, messages: Sequence[Message]
 ) -> tuple[list[Observation], bool]:
-    """Check, reserve and run one turn's calls concurrently; (observations in call order, budget ran out)."""
+    """Check, reserve and run one turn's calls concurrently; (observations in call order, budget ran out).
+    Every call sees the task's prompt and the conversation up to this turn (a frozen copy)."""
     out_of_budget = False
+    history = tuple(messages)
 
     async def one(call: ToolCall) -> Observation:
         nonlocal out_of_budget
@@ -130,7 +132,8 @@ async def _run_calls(
             out_of_budget = True
             return Observation(call.id, call.name, f"refused: {exc}", status="denied")
         try:
-            observation = await toolbox.run_checked(call, tool, arguments, task_id=task_id)
+            observation = await toolbox.run_checked(call, tool, arguments, task_id=task.id, prompt=task.prompt,
+                                                    history=history)
         except asyncio.CancelledError:
             budget.settle(reservation, reservation.amount_usd)  # a cancelled paid call may still be billed
             raise
