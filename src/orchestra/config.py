@@ -44,6 +44,19 @@ class ModelEndpoint(Strict):
         "auto", description="required: the first reply of an episode with tools starts a tool call (the opener is "
         "forced; the model picks the tool and arguments). For untrained small local models that otherwise answer "
         "from memory; kinds local and bundled only.")
+    api_model: str | None = pydantic.Field(
+        None, description="Model name the server knows, when it differs from `model` (the price-table name); "
+        "kind openai only.")
+    reasoning: Literal["auto"] | bool = pydantic.Field(
+        "auto", description="Whether the model is an OpenAI reasoning model (sent max_completion_tokens, never "
+        "temperature/top_p/stop). auto: by the served name's prefix (gpt-5, o1, o3, o4); kind openai only.")
+    extra_body: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="Extra JSON fields merged into every request body (e.g. "
+        "{chat_template_kwargs: {enable_thinking: false}}); kind openai only.")
+    stream: bool = pydantic.Field(False, description="Stream completions (SSE); kind openai only.")
+    max_requests_per_s: float | None = pydantic.Field(
+        None, gt=0, description="Rate limit of this endpoint in requests per second (none: unlimited); kind openai "
+        "only.")
 
     @pydantic.field_validator("base_url")
     @classmethod
@@ -60,6 +73,49 @@ class ModelEndpoint(Strict):
             raise ValueError("first_call applies to kinds local and bundled only")
         if self.kind == "local" and not self.path:
             raise ValueError("path is required when kind is 'local'")
+        if self.kind != "openai":
+            for name in _OPENAI_ONLY:
+                if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True):
+                    raise ValueError(f"{name} applies to kind 'openai' only")
+        reserved = sorted(set(self.extra_body) & _RESERVED_BODY_FIELDS)
+        if reserved:
+            raise ValueError(f"extra_body must not set {', '.join(reserved)}: use the endpoint's own fields "
+                             "(model/api_model, stream, max_tokens, temperature, reasoning)")
+        return self
+
+
+_OPENAI_ONLY = ("api_model", "reasoning", "extra_body", "stream", "max_requests_per_s")
+_RESERVED_BODY_FIELDS = frozenset({"model", "messages", "tools", "stream", "stream_options", "max_tokens",
+                                   "max_completion_tokens"})
+
+
+class McpServerConfig(Strict):
+    """An MCP server whose tools join the pool: launched as a stdio subprocess (`command`) or reached over
+    streamable HTTP (`url`). Every tool it lists becomes one tool (or those in `tools`), priced by this entry."""
+
+    command: list[str] | None = pydantic.Field(
+        None, min_length=1, description="Command line that starts the server on stdio, e.g. [python, server.py].")
+    url: str | None = pydantic.Field(None, description="Streamable-HTTP endpoint, e.g. http://127.0.0.1:8000/mcp.")
+    env: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="Environment variables for a stdio server (added to a minimal safe set).")
+    name: str | None = pydantic.Field(
+        None, description="The server's name in error messages (default: the prefix, command or URL).")
+    prefix: str = pydantic.Field(
+        "", pattern=r"^[A-Za-z0-9_-]*$", description="Prepended to each tool name (e.g. `fs_`) to keep them apart.")
+    tools: list[str] | None = pydantic.Field(
+        None, description="Allow-list of the server's tool names (none: all); a name it lacks fails at load.")
+    timeout_s: float = pydantic.Field(30.0, gt=0, description="Limit on connecting and on each call, in seconds.")
+    usd_per_call: float = pydantic.Field(0.0, ge=0, description="Price of one call, shown to the orchestrator.")
+    latency_s: float = pydantic.Field(0.0, ge=0, description="Typical latency shown to the orchestrator.")
+
+    @pydantic.model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of `command` (stdio) or `url` (streamable HTTP)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if self.url is not None and self.env:
+            raise ValueError("`env` applies to a stdio server (`command`) only")
         return self
 
 

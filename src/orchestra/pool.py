@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -56,6 +57,8 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     table = (prices or PriceTable.default()).with_overrides(config.prices.as_overrides() or None)
     _price(table, config.orchestrator, "orchestrator.model")
     for i, entry in enumerate(config.tools):
+        if entry.mcp is not None:
+            continue  # its server is started below, once every model is known to have a price
         if entry.expert is not None:
             _price(table, entry.expert, f"tools.{i}.expert.model")
         elif entry.builtin not in BUILTINS:
@@ -65,6 +68,11 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     orchestrator = make_backend(config.orchestrator, table, cache)
     tools = []
     for i, entry in enumerate(config.tools):
+        if entry.mcp is not None:
+            from orchestra.tools.mcp import mcp_tools
+
+            tools.extend(mcp_tools(entry.mcp, field=f"tools.{i}.mcp"))
+            continue
         if entry.builtin is not None:
             tools.append(_builtin(entry.builtin, entry.options, f"tools.{i}"))
             continue
@@ -158,7 +166,9 @@ def make_backend(endpoint: ModelEndpoint, prices: PriceTable,
                  cache: dict[tuple[object, ...], ChatBackend] | None = None) -> ChatBackend:
     """The backend for one endpoint; endpoints with the same weights share one loaded model. Local weights load
     lazily, on the first completion."""
-    key = (endpoint.kind, endpoint.model, endpoint.path, endpoint.base_url)
+    # Endpoints that send different requests (served name, body fields, streaming, rate) get their own backend.
+    key = (endpoint.kind, endpoint.model, endpoint.path, endpoint.base_url, endpoint.api_model, endpoint.reasoning,
+           json.dumps(endpoint.extra_body, sort_keys=True), endpoint.stream, endpoint.max_requests_per_s)
     if cache is not None and key in cache:
         return cache[key]
     price = prices.model(endpoint.model)
@@ -171,6 +181,9 @@ def make_backend(endpoint: ModelEndpoint, prices: PriceTable,
         backend = OpenAICompatBackend(
             model=endpoint.model, base_url=endpoint.base_url or "", api_key_env=endpoint.api_key_env,
             price=price, timeout_s=endpoint.timeout_s, max_attempts=endpoint.max_attempts,
+            api_model=endpoint.api_model, extra_body=endpoint.extra_body, stream=endpoint.stream,
+            reasoning=None if endpoint.reasoning == "auto" else endpoint.reasoning,
+            max_requests_per_s=endpoint.max_requests_per_s,
         )
     if cache is not None:
         cache[key] = backend

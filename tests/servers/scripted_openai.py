@@ -14,6 +14,8 @@ a function of the `SeenRequest` returning a `Reply` (content, tool calls, usage)
   usage reported at the end as real servers do.
 `overshooting(handler)` makes any script ignore `max_tokens` (F13): each reply runs to `factor` times the limit, one
 stream event per token, and reports that usage, with the prompt counted as a one-token-per-byte tokenizer would.
+`reasoning_rules(handler)` answers 400 as OpenAI does when a reasoning model is sent `max_tokens`, `stop` or a
+non-default `temperature`/`top_p`.
 `max_in_flight` records how many completions were being answered at once (tests assert their load overlapped).
 "Endpoint down" needs no server: `unused_port()` gives a port nothing listens on (connection refused).
 
@@ -161,6 +163,30 @@ def overshooting(handler: Handler, factor: int = 3, filler: str = "字") -> Hand
                                    stream_pieces=len(text), finish_reason="stop")
 
     return stretched
+
+
+def reasoning_rules(handler: Handler, prefixes: tuple[str, ...] = ("gpt-5", "o1", "o3", "o4")) -> Handler:
+    """`handler` behind the request rules OpenAI applies to its reasoning models (names starting with `prefixes`):
+    a 400 `unsupported_parameter` for `max_tokens`, `stop`, or a `temperature`/`top_p` other than the default 1."""
+
+    def strict(request: SeenRequest) -> Reply | Fault:
+        body = request.body or {}
+        if str(body.get("model", "")).startswith(prefixes):
+            for name in ("max_tokens", "stop"):
+                if name in body:
+                    return _unsupported(f"Unsupported parameter: '{name}' is not supported with this model.")
+            for name in ("temperature", "top_p"):
+                if name in body and body[name] != 1:
+                    return _unsupported(f"Unsupported value: '{name}' does not support {body[name]} with this "
+                                        "model. Only the default (1) value is supported.")
+        return handler(request)
+
+    return strict
+
+
+def _unsupported(message: str) -> Fault:
+    return Fault("status", status=400, body=json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "code": "unsupported_parameter"}}))
 
 
 def unused_port() -> int:

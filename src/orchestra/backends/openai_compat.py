@@ -66,6 +66,7 @@ from orchestra.backends.openai_wire import (
     WireError,
     check_base_url,
     error_message,
+    is_reasoning_model,
     parse_body,
     read_bounded,
     request_body,
@@ -114,7 +115,11 @@ class _Failure(Exception):
 
 
 class OpenAICompatBackend:
-    """A `ChatBackend` over HTTP. `model` is the priced name; `api_model` the name the server knows (default: same)."""
+    """A `ChatBackend` over HTTP. `model` is the priced name; `api_model` the name the server knows (default: same).
+
+    `reasoning`: whether the served model is an OpenAI reasoning model (sent `max_completion_tokens`, never
+    `temperature`/`top_p`/`stop`); None decides by `api_model`'s name (`openai_wire.REASONING_PREFIXES`).
+    """
 
     def __init__(
         self,
@@ -137,6 +142,7 @@ class OpenAICompatBackend:
         stream: bool = False,
         max_connections: int = 100,
         extra_body: Mapping[str, Any] | None = None,
+        reasoning: bool | None = None,
     ):
         if api_key_env is not None and (not _ENV_NAME.match(api_key_env) or redact(api_key_env) != api_key_env):
             # Never echo the value: a key pasted here by mistake must not end up in the error either.
@@ -157,6 +163,7 @@ class OpenAICompatBackend:
         self.stream = stream
         self.max_connections = max_connections
         self.extra_body = dict(extra_body or {})
+        self.reasoning = is_reasoning_model(self.api_model) if reasoning is None else reasoning
         self._rng = random.Random()
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
@@ -175,7 +182,7 @@ class OpenAICompatBackend:
     def __repr__(self) -> str:
         return (
             f"OpenAICompatBackend(model={self._model!r}, base_url={redact(self.base_url)!r}, "
-            f"api_key_env={self.api_key_env!r}, stream={self.stream})"
+            f"api_key_env={self.api_key_env!r}, stream={self.stream}, reasoning={self.reasoning})"
         )
 
     def max_cost_usd(self, messages: Sequence[Message], tools: Sequence[ToolSpec], sampling: Sampling) -> float:
@@ -187,7 +194,7 @@ class OpenAICompatBackend:
         started = time.perf_counter()
         key = self._api_key()
         body = request_body(self.api_model, messages, tools, sampling, stream=self.stream,
-                            extra_body=self.extra_body)
+                            extra_body=self.extra_body, reasoning=self.reasoning)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         reply = await self._with_retries(body, headers, key, lambda text: _estimate(messages, tools, text, sampling),
                                          sampling.max_tokens)

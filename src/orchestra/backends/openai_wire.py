@@ -41,6 +41,16 @@ class WireError(ValueError):
     """The server sent something that is not an OpenAI chat completion (bad JSON, no choices, an error object)."""
 
 
+REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
+"""Model-name prefixes of OpenAI's reasoning models (`reasoning: auto` decides by these)."""
+
+
+def is_reasoning_model(name: str) -> bool:
+    """Whether `name` is one of OpenAI's reasoning models, by prefix; a router's `vendor/` prefix is ignored."""
+    base = name.rsplit("/", 1)[-1].lower()
+    return base.startswith(REASONING_PREFIXES)
+
+
 def request_body(
     model: str,
     messages: Sequence[Message],
@@ -49,20 +59,26 @@ def request_body(
     *,
     stream: bool,
     extra_body: Mapping[str, Any] | None = None,
+    reasoning: bool = False,
 ) -> dict[str, Any]:
-    """The JSON body of one `/chat/completions` request."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [m.to_openai() for m in messages],
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-    }
+    """The JSON body of one `/chat/completions` request.
+
+    A reasoning model (`reasoning=True`) gets `max_completion_tokens` (its reasoning tokens count against it) instead
+    of `max_tokens`, and no `temperature`, `top_p` or `stop`: those models answer 400 to anything but the defaults.
+    `extra_body` is merged last, so it can add provider fields (e.g. `chat_template_kwargs`).
+    """
+    body: dict[str, Any] = {"model": model, "messages": [m.to_openai() for m in messages]}
+    if reasoning:
+        body["max_completion_tokens"] = sampling.max_tokens
+    else:
+        body["temperature"] = sampling.temperature
+        body["top_p"] = sampling.top_p
+        body["max_tokens"] = sampling.max_tokens
     if tools:
         body["tools"] = [t.to_openai() for t in tools]
     if sampling.seed is not None:
         body["seed"] = sampling.seed
-    if sampling.stop:
+    if sampling.stop and not reasoning:
         body["stop"] = list(sampling.stop)
     if stream:
         body["stream"] = True
