@@ -2,7 +2,13 @@
 
 import pytest
 
-from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls, render_hermes, strip_think
+from orchestra.toolcalls import (
+    final_text,
+    parse_openai_tool_calls,
+    parse_tool_calls,
+    render_hermes,
+    strip_think,
+)
 
 CASES = [
     # (model output, expected [(name, arguments, error substring or None)], expected remaining text)
@@ -68,3 +74,9 @@ def test_render_hermes_round_trips():
     text = render_hermes("ask", {"model": "gpt-4", "n": 2})
     _, calls = parse_tool_calls(text)
     assert [(c.name, c.arguments) for c in calls] == [("ask", {"model": "gpt-4", "n": 2})]
+
+
+def test_final_text_drops_reasoning_and_echoed_tool_output_markup():
+    echoed = '<think>use the result</think><tool_output tool="calculator" call="c1" trust="untrusted">\n395\n</tool_output>'
+    assert final_text(echoed) == "395"
+    assert final_text("The answer is 395 (<b>bold</b> kept).") == "The answer is 395 (<b>bold</b> kept)."

@@ -71,6 +71,16 @@ def strip_think(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
+_ECHOED_WRAPPER = re.compile(r"</?(?:tool_output|tool_response)\b[^>]*>")
+
+
+def final_text(text: str) -> str:
+    """A final message as the user reads it: without reasoning blocks, and without tool-output markup a model
+    copied from its context (small models echo `<tool_output ...>395</tool_output>`; the tags are protocol, not
+    answer)."""
+    return _ECHOED_WRAPPER.sub("", strip_think(text)).strip()
+
+
 def render_hermes(name: str, arguments: dict[str, Any]) -> str:
     """The canonical hermes text of one call (what SFT demonstrations contain)."""
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "\n</tool_call>"

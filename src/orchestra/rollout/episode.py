@@ -29,7 +29,7 @@ from orchestra.rollout.budget import Budget
 from orchestra.rollout.guard import wrap_untrusted
 from orchestra.rollout.prompt import default_prompt
 from orchestra.task import Task
-from orchestra.toolcalls import strip_think
+from orchestra.toolcalls import final_text
 from orchestra.tools.spec import ToolSpec
 from orchestra.tools.toolbox import Toolbox
 from orchestra.types import Message, Observation, Termination, ToolCall, Trajectory, Turn
@@ -85,7 +85,7 @@ async def run_episode(
 
         if not completion.tool_calls:
             turns.append(Turn(index, completion, (), time.perf_counter() - started))
-            termination, final_answer = Termination.FINAL_MESSAGE, strip_think(completion.text)
+            termination, final_answer = Termination.FINAL_MESSAGE, final_text(completion.text)
             break
 
         observations, out_of_budget = await _run_calls(completion.tool_calls, toolbox, budget, task, messages)
