@@ -90,11 +90,12 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     lim = config.limits
     limits = Limits(lim.max_turns, lim.budget_usd, frozenset(lim.banned_tools), frozenset(lim.banned_providers))
     sampling = Sampling(temperature=config.orchestrator.temperature, max_tokens=config.orchestrator.max_tokens)
-    build_prompt, render_observation = _prompt(config.prompt)
+    build_prompt, render_observation = prompt_profile(config.prompt)
     return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling, build_prompt, render_observation)
 
 
-def _prompt(name: str) -> tuple[PromptBuilder, ObservationRenderer]:
+def prompt_profile(name: str) -> tuple[PromptBuilder, ObservationRenderer]:
+    """The prompt builder and observation format a pool's `prompt:` names."""
     if name == "toolorchestra":
         from orchestra.profiles.toolorchestra import toolorchestra_prompt
 

@@ -116,7 +116,7 @@ def _prompted(spec: str, model: str, ctx: SpecContext) -> Orchestrator:
             backend = LocalBackend.from_pretrained(str(ctx.local_model), name=name,
                                                    price=_local_price(ctx.prices, name))
         return Orchestrator(backend, default_prompt, spec, {"local_model": str(ctx.local_model or "bundled")})
-    from orchestra.pool import load_pool_config, make_backend
+    from orchestra.pool import load_pool_config, make_backend, prompt_profile
 
     config = load_pool_config(ctx.pool)
     endpoints = {config.orchestrator.model: config.orchestrator}
@@ -129,8 +129,11 @@ def _prompted(spec: str, model: str, ctx: SpecContext) -> Orchestrator:
         raise ConfigError(f"orchestrator {spec!r}: the pool ({ctx.pool or 'default'}) has no model {model!r}; its "
                           f"models: {', '.join(sorted(n for n in endpoints if n))}")
     prices = ctx.prices.with_overrides(config.prices or None)
-    return Orchestrator(make_backend(endpoint, prices), default_prompt, spec,
-                        {"model": endpoint.model, "kind": endpoint.kind})
+    build_prompt, render_observation = prompt_profile(config.prompt)  # the pool's profile, e.g. toolorchestra
+    return Orchestrator(make_backend(endpoint, prices), build_prompt, spec,
+                        {"model": endpoint.model, "kind": endpoint.kind,
+                         **({"prompt": config.prompt} if config.prompt != "default" else {})},
+                        render_observation if config.prompt != "default" else None)
 
 
 def _checkpoint(path: Path, ctx: SpecContext) -> Orchestrator:

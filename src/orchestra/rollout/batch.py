@@ -64,7 +64,7 @@ async def run_task(
     instance = env.start(task)
     backend = orchestrator.for_instance(instance) if isinstance(orchestrator, InstancePolicy) else orchestrator
     prefs = preferences if preferences is not None else settings.preferences
-    toolbox = Toolbox.of([*settings.pool_tools, *instance.tools])
+    toolbox = Toolbox.of([*settings.pool_tools, *task_tools(instance.tools, settings.pool_tools)])
     trajectory = await run_episode(
         task,
         backend,
@@ -78,6 +78,13 @@ async def run_task(
     )
     outcome = await instance.grade(trajectory)
     return EpisodeResult(task, trajectory, outcome, prefs)
+
+
+def task_tools(tools: Sequence[Tool], pool_tools: Sequence[Tool]) -> list[Tool]:
+    """The instance's tools, less those a pool tool marked `metadata["final_answer"]` replaces by name (the paper's
+    `answer`, whose expert writes the final answer, stands in for a QA task's own `answer(text)`)."""
+    replacing = {t.name for t in pool_tools if t.metadata.get("final_answer")}
+    return [t for t in tools if t.name not in replacing]
 
 
 async def run_many(

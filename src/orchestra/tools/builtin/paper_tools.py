@@ -18,6 +18,8 @@ Invariants
   sandbox seconds at `usd_per_second`; usage is the expert's. A failing expert is a `tool_error` observation carrying
   what it was still billed; the episode goes on.
 - `Observation.target` is the alias's model, so per-model rewards and counts see which model did the work.
+- `answer` carries `metadata["final_answer"]`: in an environment whose tasks bring their own `answer(text)` (qa),
+  it replaces that tool (`orchestra.rollout.batch.task_tools`), so the final answer is still the expert's.
 - The worst case reserved before a call is the chosen alias's bound for a full-cap prompt and its `max_tokens`, plus
   the search tool's worst case or the sandbox's whole time limit.
 """
@@ -195,7 +197,8 @@ def _tool(name: str, description: str, experts: Mapping[str, Expert], runner: An
         return e.backend.max_cost_usd(probe, [], Sampling(max_tokens=e.max_tokens)) + extra_worst()
 
     timeout = max(e.timeout_s for e in experts.values()) + extra_time_s
-    return Tool.from_schema(spec, run, timeout_s=timeout, max_cost=worst_case, context_param="context")
+    return Tool.from_schema(spec, run, timeout_s=timeout, max_cost=worst_case, context_param="context",
+                            metadata={"final_answer": name == "answer"})
 
 
 async def _consult(e: Expert, context: ToolContext, instruction: str) -> Completion | ToolOutput:
