@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from orchestra.errors import ConfigError
 from orchestra.pool import build_pool, load_pool_config
 from orchestra.tools.toolbox import Toolbox
 from orchestra.types import ToolCall
@@ -34,6 +35,9 @@ def call(
     observation = asyncio.run(toolbox.call(ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
                                                     error=None if isinstance(parsed, dict) else
                                                     "arguments must be a JSON object")))
+    if observation.status == "tool_error" and observation.content.startswith("error: ConfigError: "):
+        # The tool is set up wrong (e.g. its API key is not set): one line, like every user error.
+        raise ConfigError(observation.content.removeprefix("error: ConfigError: "))
     typer.echo(json.dumps(dataclasses.asdict(observation), indent=2))
     if observation.is_error:
         raise typer.Exit(1)
