@@ -127,6 +127,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "train": ("orchestra.commands.train", "app", "Train an orchestrator (SFT, GRPO)."),
     "synth": ("orchestra.commands.synth", "app", "Synthesize τ²-format domains and tasks; export them."),
     "index": ("orchestra.commands.index", "app", "Build, serve and query local search indexes."),
+    "mcp": ("orchestra.commands.mcp", "app", "Serve a pool's tools over MCP (stdio or streamable HTTP)."),
 }
 
 
