@@ -120,6 +120,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve-model": ("orchestra.commands.serve", "serve_model", "Serve a local model behind an OpenAI-compatible API."),
     "export": ("orchestra.commands.export", "export", "Export a run folder's items and tool calls to Parquet."),
     "view": ("orchestra.commands.view", "view", "Browse a run folder's episodes in the trajectory viewer."),
+    "describe": ("orchestra.commands.describe", "describe",
+                 "Write a model's capability description from its trajectories on sampled tasks."),
 }
 GROUPS: dict[str, tuple[str, str, str]] = {
     "tool": ("orchestra.commands.tool", "app", "Call one tool of a pool directly."),
