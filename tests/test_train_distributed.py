@@ -1,9 +1,25 @@
-"""Scale-out entry points: `python -m orchestra` (what `accelerate launch -m orchestra` runs in each process)."""
+"""Scale-out: `python -m orchestra` (what `accelerate launch -m orchestra` runs in each process), and SFT and GRPO
+run in two processes by `accelerate launch` (a gloo group on CPU), with a tiny random model saved to a folder and
+named by `model: {kind: local, path: ...}`."""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import socket
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestra.backends.tiny import tiny_model, tiny_tokenizer
+from orchestra.train.config import SFTConfig
+from orchestra.train.metrics import read_metrics
+from orchestra.train.sft import train_sft
 
 
 def test_python_dash_m_orchestra_lists_the_commands_and_fails_like_the_script():
@@ -20,3 +36,124 @@ def test_python_dash_m_orchestra_lists_the_commands_and_fails_like_the_script():
     bad = subprocess.run([sys.executable, "-m", "orchestra", "no-such-command"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "no-such-command" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- two processes under `accelerate launch` (gloo on CPU) ------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    # One process of `accelerate launch`: trains per the config, then writes a digest of its weights before and after.
+    import hashlib, json, os, sys
+    from pathlib import Path
+    import torch
+    from orchestra.train.config import GRPOConfig, SFTConfig
+    from orchestra.train.sft import load_policy_model
+
+    def digest(model):
+        h = hashlib.sha256()
+        for name, p in sorted(model.named_parameters()):
+            h.update(name.encode())
+            h.update(p.detach().cpu().float().numpy().tobytes())
+        return h.hexdigest()
+
+    torch.set_num_threads(1)
+    kind, config = sys.argv[1], json.loads(sys.argv[2])
+    config = (SFTConfig if kind == "sft" else GRPOConfig).model_validate(config)
+    backend = load_policy_model(config.model, seed=config.seed)
+    start = digest(backend.lm)
+    if kind == "sft":
+        from orchestra.train.sft import train_sft
+        steps = train_sft(config, backend=backend).steps
+    else:
+        from orchestra.train.grpo_trl import train_grpo
+        steps = train_grpo(config, backend=backend).steps
+    Path(config.output_dir, f"digest-{os.environ['RANK']}.json").write_text(json.dumps(
+        {"start": start, "end": digest(backend.lm), "steps": steps, "world": int(os.environ["WORLD_SIZE"])}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def routerbench(data_dir, tmp_path_factory) -> Path:
+    """The first 60 rows of each shared RouterBench CSV."""
+    folder = tmp_path_factory.mktemp("routerbench")
+    csv.field_size_limit(sys.maxsize)
+    for source in sorted((data_dir / "routerbench").glob("*.csv")):
+        with source.open(newline="") as src, (folder / source.name).open("w", newline="") as dst:
+            writer = csv.writer(dst)
+            for n, row in enumerate(csv.reader(src)):
+                if n > 60:
+                    break
+                writer.writerow(row)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 and its tokenizer (ChatML template) saved as a model folder."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tok = tiny_tokenizer()
+    tiny_model(tok, seed=0).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def launch(tmp_path: Path, kind: str, config: dict[str, object]) -> list[dict[str, object]]:
+    """Run WORKER in 2 processes through `accelerate launch`; the digests each rank wrote, by rank."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # No GPU visible: the processes form a gloo group on CPU even on a machine with GPUs.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), str(worker), kind, json.dumps(config)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = Path(str(config["output_dir"]))
+    return [json.loads((out / f"digest-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def sft_config(data: Path, model_dir: Path, output_dir: Path) -> dict[str, object]:
+    """Enough SFT for the tiny model to write valid consult/answer calls about half the time (GRPO then has groups
+    with a reward spread to learn from)."""
+    return {"model": {"kind": "local", "path": str(model_dir), "device": "cpu"}, "lora": {"rank": 0},
+            "envs": [{"name": "routerbench", "data": str(data), "dev_fraction": 0.2, "max_tasks": 24}],
+            "examples": 24, "examples_per_step": 4, "epochs": 16, "learning_rate": 5e-3, "warmup_steps": 2,
+            "checkpoint": {"every_steps": 1000}, "output_dir": str(output_dir), "seed": 0}
+
+
+@pytest.mark.slow
+def test_sft_and_a_grpo_step_in_two_processes_agree_on_the_weights(tmp_path, routerbench, tiny_dir):
+    """SFT in 2 processes: both end on the same weights, which differ from the start, one metrics file is written,
+    and its losses match a 1-process run on the whole batches (each process computed half of every step). Then one
+    GRPO step from that SFT output in 2 processes (each runs its own tasks' groups): the same weights on both,
+    changed by the step."""
+    two = launch(tmp_path, "sft", sft_config(routerbench, tiny_dir, tmp_path / "sft2"))
+    assert [d["world"] for d in two] == [2, 2] and two[0]["steps"] == two[1]["steps"] == 80
+    assert two[0]["end"] == two[1]["end"] != two[0]["start"] == two[1]["start"]
+    logged = read_metrics(tmp_path / "sft2" / "metrics.jsonl")
+    assert [r["step"] for r in logged] == list(range(1, 81))  # one writer: each step once
+    assert (tmp_path / "sft2" / "orchestrator" / "orchestra.json").is_file()
+
+    torch.set_num_threads(1)
+    one = train_sft(SFTConfig.model_validate(sft_config(routerbench, tiny_dir, tmp_path / "sft1")))
+    alone = read_metrics(tmp_path / "sft1" / "metrics.jsonl")
+    assert one.steps == 80
+    assert [r["loss"] for r in logged[:20]] == pytest.approx([r["loss"] for r in alone[:20]], rel=1e-4)
+    assert logged[-1]["loss"] == pytest.approx(alone[-1]["loss"], rel=0.05, abs=0.01)
+
+    grpo = {"model": {"kind": "local", "path": str(tmp_path / "sft2" / "orchestrator"), "device": "cpu"},
+            "envs": [{"name": "routerbench", "data": str(routerbench), "dev_fraction": 0.2, "max_tasks": 24}],
+            "lora": {"rank": 0}, "steps": 1, "group_size": 4, "prompts_per_step": 4, "learning_rate": 1e-3,
+            "temperature": 0.7, "min_group_std": 0.0, "checkpoint": {"every_steps": 100},
+            "output_dir": str(tmp_path / "grpo"), "seed": 0}
+    ranks = launch(tmp_path, "grpo", grpo)
+    assert [d["steps"] for d in ranks] == [1, 1] and [d["world"] for d in ranks] == [2, 2]
+    assert ranks[0]["start"] == ranks[1]["start"] == two[0]["end"]
+    assert ranks[0]["end"] == ranks[1]["end"] != ranks[0]["start"]
+    stats = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
+    assert [r["step"] for r in stats] == [1] and stats[0]["kept_groups"] > 0
+    assert (tmp_path / "grpo" / "orchestrator" / "orchestra.json").is_file()

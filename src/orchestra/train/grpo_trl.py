@@ -24,12 +24,13 @@ ids (vLLM's `return_tokens_as_token_ids`), since training needs the exact ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -116,7 +117,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resume_step = int(checkpoints[-1].name.split("-")[-1]) if checkpoints else 0
     # Steps after the checkpoint are trained (and logged) again; a fresh start (0) drops an older run's lines.
-    metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step)
+    # One writer: under `accelerate launch` the main process logs the stats of all processes' rollouts.
+    metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step) if _is_main_process() else None
 
     clock: list[float] = []
 
@@ -126,25 +128,23 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         if len(ids) % size or any(ids[i] != ids[i - i % size] for i in range(len(ids))):
             raise ValueError("rollout_func expects each task repeated group_size times, consecutively")
         chosen = [by_id[i] for i in ids[::size]]  # (environment index, example), one per group
-        backend.lm = trainer.model  # generate with the current policy (LoRA layers included)
-        if hasattr(backend, "reseed"):  # rollouts of step k depend only on (seed, k): a resumed run repeats them
-            backend.reseed(config.seed * 1_000_003 + trainer.state.global_step)
-        was_training = trainer.model.training
-        trainer.model.eval()
+        accelerator = trainer.accelerator
+        if hasattr(backend, "reseed"):  # rollouts of step k depend only on (seed, k, process): a resumed run
+            step_seed = config.seed * 1_000_003 + trainer.state.global_step  # repeats them
+            backend.reseed(step_seed * accelerator.num_processes + accelerator.process_index)
         started = time.perf_counter()
-        try:
+        with generating_policy(trainer, backend):
             groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
-        finally:
-            trainer.model.train(was_training)
-        stats = rollout_stats(groups)
+        stats = merged_stats(accelerator, rollout_stats(groups))
         stats["rollout_s"] = time.perf_counter() - started
         if clock:  # the previous step's rollouts + optimizer step, measured from its rollout start
             stats["previous_step_s"] = started - clock[-1]
         clock.append(started)
         history.append(stats)
         step = trainer.state.global_step + 1  # the optimizer step these rollouts feed (counts on after a resume)
-        metrics.log(step, stats)
-        if on_step is not None:
+        if metrics is not None:
+            metrics.log(step, stats)
+        if on_step is not None and accelerator.is_main_process:
             on_step(step, config.steps, stats)
         sequences = [to_sequence(r) for g in groups for r in g.results]
         return {
@@ -159,11 +159,10 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
                          **_: Any) -> list[float | None]:
         return orchestra_reward
 
-    rollouts_per_step = config.group_size * config.prompts_per_step
     settings_kw = dict(
         output_dir=str(out / "checkpoints"),
         max_steps=config.steps,
-        per_device_train_batch_size=rollouts_per_step // config.gradient_accumulation_steps,
+        per_device_train_batch_size=_per_device_rollouts(config, _world_size()),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         gradient_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
         num_generations=config.group_size,
@@ -201,11 +200,67 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     )
     trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
     trainer.model.eval()
     meta = trained_meta(mixture, "sft+grpo", max_tokens=config.max_tokens_per_turn, max_turns=config.max_turns)
-    save_orchestrator(trainer.model, backend.tokenizer, out / "orchestrator", meta)
+    if trainer.accelerator.is_main_process:
+        save_orchestrator(trainer.model, backend.tokenizer, out / "orchestrator", meta)
+    trainer.accelerator.wait_for_everyone()  # every process returns once the orchestrator folder is complete
     return GRPOResult(out / "orchestrator", trainer.state.global_step, history)
+
+
+@contextlib.contextmanager
+def generating_policy(trainer: Any, backend: Any) -> Iterator[Any]:
+    """`backend` generating with the trainer's current policy (LoRA layers included), in eval mode.
+
+    The policy is unwrapped from whatever accelerate wrapped it in (DDP; under DeepSpeed ZeRO-3 its sharded
+    weights are gathered for the duration, as TRL does for its own generation), so every process samples from the
+    full current weights. Training mode and gradient checkpointing are restored afterwards.
+    """
+    from trl.models.utils import unwrap_model_for_generation
+
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                     gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+                                     gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
+                                     ) as policy:
+        backend.lm = policy
+        was_training = policy.training
+        policy.eval()
+        try:
+            yield policy
+        finally:
+            policy.train(was_training)
+
+
+def merged_stats(accelerator: Any, stats: dict[str, float]) -> dict[str, float]:
+    """Step stats over every process's rollouts: each key's mean over processes (a call share a process did not
+    see counts as 0). Processes run equal numbers of rollouts, so the mean of means is the mean over rollouts."""
+    if accelerator.num_processes == 1:
+        return stats
+    from accelerate.utils import gather_object
+
+    every = gather_object([stats])
+    keys = sorted({k for s in every for k in s}, key=lambda k: (k.startswith("share/"), k))
+    return {k: fmean(s.get(k, 0.0) for s in every) for k in keys}
+
+
+def _world_size() -> int:
+    """Processes of this run (`accelerate launch` sets WORLD_SIZE in each; a plain run has one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _per_device_rollouts(config: GRPOConfig, world: int) -> int:
+    """Rollouts per process and micro-batch, so that all processes together run `group_size * prompts_per_step`
+    rollouts per optimizer step, each process whole groups (its `rollout_func` sees each task `group_size` times)."""
+    if config.prompts_per_step % world:
+        raise ConfigError(f"prompts_per_step: {config.prompts_per_step} tasks per step do not split over {world} "
+                          f"processes; use a multiple of {world}")
+    return config.group_size * config.prompts_per_step // (config.gradient_accumulation_steps * world)
 
 
 async def _collect(mixture: list[TrainingEnv], settings: list[Any], chosen: list[tuple[int, Example]],

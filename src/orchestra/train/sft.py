@@ -111,19 +111,11 @@ def lora_config(lora: LoraSettings, num_layers: int) -> Any:
 def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend: Any | None = None,
               teacher: Any | None = None) -> SFTResult:
     """Train per `config`; `backend` replaces the configured model, `teacher` the configured teacher (a backend or
-    an `InstancePolicy`, e.g. a scripted policy in tests)."""
+    an `InstancePolicy`, e.g. a scripted policy in tests). Under `accelerate launch` every process runs this."""
     torch.manual_seed(config.seed)
+    accelerator = _accelerator(config.model)  # before the model loads: each process then loads onto its own GPU
     mixture = load_mixture(config.envs)
-    source = config.demonstrations
-    if source.source == "teacher" and teacher is None:
-        if source.teacher is None:
-            from orchestra.errors import ConfigError
-
-            raise ConfigError("demonstrations.teacher: source teacher needs a model endpoint")
-        teacher = teacher_backend(source.teacher)
-    picked = asyncio.run(collect_demonstrations(mixture, config.examples, config.seed, source=source.source,
-                                                teacher=teacher, attempts=source.attempts,
-                                                keep_unsolved=source.keep == "all"))
+    picked = _demonstrations(config, mixture, teacher, accelerator)
     backend = backend or load_policy_model(config.model, seed=config.seed)
     every = [encode_conversation(backend, trajectory.messages, []) for _, trajectory in picked]
     encoded = [e for e in every if len(e.ids) <= config.max_sequence_tokens]
@@ -134,8 +126,57 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
                           "tokens; raise it or use shorter tasks")
     model = with_lora(backend.lm, config.lora)
     model.train()
+    steps, loss_value = _fit(model, encoded, backend.pad_id, config, accelerator, on_step)
+    out = Path(config.output_dir)
+    model.eval()
+    if accelerator.is_main_process:
+        save_orchestrator(model, backend.tokenizer, out / "orchestrator", trained_meta(mixture, "sft"))
+    accelerator.wait_for_everyone()  # every process returns once the orchestrator folder is complete
+    return SFTResult(out / "orchestrator", steps, loss_value, len(encoded), len(every) - len(encoded))
+
+
+def _accelerator(source: ModelSource) -> Any:
+    """The process group this run belongs to: one process (a plain run) or those of `accelerate launch`."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=resolve_device(source)[0] == "cpu")
+
+
+def _demonstrations(config: SFTConfig, mixture: Sequence[TrainingEnv], teacher: Any | None,
+                    accelerator: Any) -> list[Any]:
+    """The picked (example, trajectory) pairs, made once by the main process and sent to the others: a teacher is
+    asked once, and every process trains on the same demonstrations."""
+    picked: list[Any] | None = None
+    if accelerator.is_main_process:
+        source = config.demonstrations
+        if source.source == "teacher" and teacher is None:
+            if source.teacher is None:
+                from orchestra.errors import ConfigError
+
+                raise ConfigError("demonstrations.teacher: source teacher needs a model endpoint")
+            teacher = teacher_backend(source.teacher)
+        picked = asyncio.run(collect_demonstrations(mixture, config.examples, config.seed, source=source.source,
+                                                    teacher=teacher, attempts=source.attempts,
+                                                    keep_unsolved=source.keep == "all"))
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        picked = broadcast_object_list([picked])[0]
+    assert picked is not None
+    return picked
+
+
+def _fit(model: Any, encoded: Sequence[Encoded], pad_id: int, config: SFTConfig, accelerator: Any,
+         on_step: StepCallback | None) -> tuple[int, float]:
+    """The optimizer loop, resumed from the newest checkpoint; returns (steps done, last loss).
+
+    Every process walks the same shuffled order; of each step's examples, process r takes every world-th one from
+    position r. Only the main process writes metrics and checkpoints (all of them load a checkpoint on resume).
+    The scheduler is not handed to accelerate: each process steps its own copy once per optimizer step.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    loss_module, optimizer = accelerator.prepare(_TrainedTokenLoss(model), optimizer)
     steps_per_epoch = math.ceil(len(encoded) / config.examples_per_step)
     total = max(1, math.ceil(steps_per_epoch * config.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(config.warmup_steps, total))
@@ -146,38 +187,91 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
     if resumed is not None:
         position = load_checkpoint(resumed, load_model=_adapter_loader(model), optimizer=optimizer,
                                    scheduler=scheduler).position
-    pad_id = backend.pad_id
+    main = accelerator.is_main_process
     loss_value = float("nan")
-    with MetricsLogger(out / "metrics.jsonl", resume_after_step=position.step) as metrics:
+    metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=position.step) if main else None
+    try:
         while position.step < total:
             order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + position.epoch))
             batch_ids = order[position.index : position.index + config.examples_per_step].tolist()
             started = time.perf_counter()
-            loss_value = _train_step(model, optimizer, scheduler, [encoded[i] for i in batch_ids], pad_id)
+            loss_value = _train_step(loss_module, params, optimizer, scheduler, [encoded[i] for i in batch_ids],
+                                     pad_id, accelerator)
             index = position.index + config.examples_per_step
             epoch = position.epoch
             if index >= len(encoded):
                 epoch, index = epoch + 1, 0
             position = DataPosition(step=position.step + 1, epoch=epoch, index=index)
-            values = {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                      "step_s": time.perf_counter() - started}
-            metrics.log(position.step, values)
-            if on_step is not None:
+            values = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "step_s": time.perf_counter() - started}
+            if metrics is not None:
+                metrics.log(position.step, values)
+            if on_step is not None and main:
                 on_step(position.step, total, values)
             if position.step % config.checkpoint.every_steps == 0 and position.step < total:
-                save_checkpoint(ckpt_root, position, save_model=_adapter_saver(model), optimizer=optimizer,
-                                scheduler=scheduler, keep_last=config.checkpoint.keep)
-    model.eval()
-    save_orchestrator(model, backend.tokenizer, out / "orchestrator", trained_meta(mixture, "sft"))
-    return SFTResult(out / "orchestrator", position.step, loss_value, len(encoded), len(every) - len(encoded))
+                if main:
+                    save_checkpoint(ckpt_root, position, save_model=_adapter_saver(model), optimizer=optimizer,
+                                    scheduler=scheduler, keep_last=config.checkpoint.keep)
+                accelerator.wait_for_everyone()
+    finally:
+        if metrics is not None:
+            metrics.close()
+    return position.step, loss_value
 
 
-def _train_step(model: Any, optimizer: Any, scheduler: Any, batch: Sequence[Encoded], pad_id: int) -> float:
-    """One optimizer step: mean cross-entropy over the tokens the model is to write.
+class _TrainedTokenLoss(torch.nn.Module):
+    """The SFT loss as one module call: (sum of cross-entropies, count) over the tokens the model is to write.
 
     Logits are computed only where a trained token is predicted (about a fifth of the positions), not over the
     whole sequence: the output layer over a 49k vocabulary is a large share of a small model's cost and memory.
+    Being one module's forward, it is what data parallelism wraps (DDP under `accelerate launch`), so gradients are
+    averaged over processes in the backward pass although the body and the head are called separately.
     """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, attention: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                    torch.Tensor]:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        predicts = trained[:, 1:]  # position t predicts token t + 1
+        logits = base.lm_head(hidden[:, :-1][predicts])
+        loss = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][predicts])
+        return loss, predicts.sum()
+
+
+def _train_step(loss_module: Any, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any,
+                batch: Sequence[Encoded], pad_id: int, accelerator: Any) -> float:
+    """One optimizer step: mean cross-entropy over the batch's trained tokens (all processes' shards together).
+
+    With several processes, each one's mean is weighted by its share of the batch's trained tokens (times the
+    process count, which DDP's gradient average divides out), so the step equals one process's on the whole batch
+    up to float rounding. A process whose shard is empty (a short last batch) runs its first example with weight 0,
+    as every process must join each gradient all-reduce. One process: the loss as computed, nothing rescaled.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    shard = list(batch[rank::world]) or list(batch[:1])
+    ids, attention, trained = _padded(shard, pad_id, accelerator.device)
+    loss, count = loss_module(ids, attention, trained)
+    if world > 1:
+        count = count * 0 if not batch[rank::world] else count
+        total = accelerator.reduce(count.detach().clone(), reduction="sum")
+        weighted = loss * (count * world / total)
+        reported = float(accelerator.reduce((loss.detach() * count).clone(), reduction="sum") / total)
+        loss = weighted
+    else:
+        reported = float(loss.detach())
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return reported
+
+
+def _padded(batch: Sequence[Encoded], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, trained mask) of `batch`, right-padded to its longest sequence, on `device`."""
     width = max(len(e.ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -187,19 +281,7 @@ def _train_step(model: Any, optimizer: Any, scheduler: Any, batch: Sequence[Enco
         ids[row, :n] = torch.tensor(example.ids)
         attention[row, :n] = 1
         trained[row, :n] = torch.tensor(example.mask, dtype=torch.bool)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    device = next(model.parameters()).device
-    ids, attention, trained = ids.to(device), attention.to(device), trained.to(device)
-    hidden = base.model(input_ids=ids, attention_mask=attention).last_hidden_state
-    predicts = trained[:, 1:]  # position t predicts token t + 1
-    logits = base.lm_head(hidden[:, :-1][predicts])
-    loss = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][predicts])
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return ids.to(device), attention.to(device), trained.to(device)
 
 
 def _warmup_linear(warmup: int, total: int) -> Callable[[int], float]:
