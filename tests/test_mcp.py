@@ -178,6 +178,13 @@ async def test_schema_violating_arguments_never_reach_the_server(toolbox):
     assert int((await _call(toolbox, "fx_calls", name="add")).content) == before + 1
 
 
+async def test_concurrent_calls_share_the_session_without_queueing(toolbox):
+    started = time.perf_counter()
+    naps = await toolbox.call_many([ToolCall(f"c{i}", "fx_nap", {"seconds": 1.0}) for i in range(4)])
+    assert [o.content for o in naps] == ["rested"] * 4
+    assert time.perf_counter() - started < 2.5  # four 1 s calls overlapped on one session
+
+
 async def test_a_slow_call_times_out_and_the_session_survives(server_script):
     connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)], timeout_s=1.5))
     box = Toolbox.of(tools)

@@ -23,9 +23,11 @@ def serve(
 ) -> None:
     """Serve the pool's tools over MCP; calls are validated, run and priced exactly as in an episode."""
     from orchestra.pool import build_pool, load_pool_config
+    from orchestra.tools.mcp import require_sdk
     from orchestra.tools.mcp_server import serve_http, serve_stdio
     from orchestra.tools.toolbox import Toolbox
 
+    require_sdk("orchestra mcp serve")
     built = build_pool(load_pool_config(pool))
     toolbox = Toolbox.of(built.tools).restricted(banned_tools=built.limits.banned_tools,
                                                   banned_providers=built.limits.banned_providers)

@@ -50,6 +50,7 @@ def mcp_tools(config: McpServerConfig, *, field: str = "mcp") -> list[Tool]:
 
 def mcp_connect(config: McpServerConfig, *, field: str = "mcp") -> tuple[McpConnection, list[Tool]]:
     """`mcp_tools`, also returning the connection, for a caller that closes it before the process exits."""
+    require_sdk(field)
     connection = McpConnection(config)
     try:
         listed = connection.list_tools()
@@ -66,6 +67,14 @@ def mcp_connect(config: McpServerConfig, *, field: str = "mcp") -> tuple[McpConn
         by_name = {name: by_name[name] for name in config.tools}
     card = CostCard(usd_per_call=config.usd_per_call, latency_s=config.latency_s)
     return connection, [_wrap(connection, remote, card) for remote in by_name.values()]
+
+
+def require_sdk(field: str) -> None:
+    """Raise `ConfigError` naming `field` and the extra to install when the `mcp` SDK is missing."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{field}: MCP needs the `mcp` package: pip install 'orchestra[mcp]'") from None
 
 
 class McpConnection:
