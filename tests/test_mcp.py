@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -213,6 +214,22 @@ async def test_a_server_that_dies_mid_call_is_one_observation_and_the_episode_go
     assert "died during a call to die" in gone.content and gone.latency_s < 0.5  # fails fast, same reason
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 2 and all(await asyncio.gather(*(_exits(pid) for pid in started)))  # both really died
+
+
+async def test_a_server_that_exited_between_calls_is_restarted_before_the_next_call_is_sent(server_script, tmp_path):
+    pids = tmp_path / "pids"
+    connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)],
+                                                    env={"PID_FILE": str(pids)}, timeout_s=20))
+    box = Toolbox.of(tools)
+    assert (await _call(box, "echo", text="one")).content == "one"
+    first = int(pids.read_text())
+    os.kill(first, signal.SIGKILL)
+    assert await _exits(first)
+    await asyncio.sleep(0.2)  # let the session read the end of the pipe
+    again = await _call(box, "echo", text="two")
+    assert (again.status, again.content) == ("ok", "two")  # the call was sent to a new process, not lost
+    assert len(pids.read_text().split()) == 2
+    connection.close()
 
 
 async def test_an_episode_calls_imported_tools_with_a_scripted_orchestrator(toolbox):
