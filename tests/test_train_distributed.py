@@ -4,6 +4,8 @@ named by `model: {kind: local, path: ...}`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -11,15 +13,22 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
+from orchestra.backends.base import Sampling
+from orchestra.backends.local import LocalBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.train.config import SFTConfig
+from orchestra.train.grpo_trl import generating_policy
 from orchestra.train.metrics import read_metrics
 from orchestra.train.sft import train_sft
+from orchestra.types import Message
 
 
 def test_python_dash_m_orchestra_lists_the_commands_and_fails_like_the_script():
@@ -157,3 +166,58 @@ def test_sft_and_a_grpo_step_in_two_processes_agree_on_the_weights(tmp_path, rou
     stats = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
     assert [r["step"] for r in stats] == [1] and stats[0]["kept_groups"] > 0
     assert (tmp_path / "grpo" / "orchestrator" / "orchestra.json").is_file()
+
+
+# --- generation with the policy unwrapped (DDP, DeepSpeed ZeRO-3) -----------------------------------------------
+
+class FakeEngine(torch.nn.Module):
+    """What accelerate hands TRL under DDP or DeepSpeed: a wrapper holding the policy as `.module`."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+
+def fake_trainer(engine: FakeEngine, zero_stage: int = 0) -> Any:
+    plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin, fsdp_plugin=None),
+                                  unwrap_model=lambda model: model.module)
+    return SimpleNamespace(model_wrapped=engine, accelerator=accelerator,
+                           args=SimpleNamespace(ds3_gather_for_generation=True, gradient_checkpointing_kwargs=None))
+
+
+def counting(model: torch.nn.Module) -> list[int]:
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_rollouts_generate_with_the_unwrapped_policy_and_restore_its_training_state(zero_stage, monkeypatch):
+    tok = tiny_tokenizer()
+    policy, stale = tiny_model(tok, seed=1), tiny_model(tok, seed=2)
+    policy.gradient_checkpointing_enable()
+    policy.train()
+    policy_calls, stale_calls = counting(policy), counting(stale)
+    gathered: list[str] = []
+
+    @contextlib.contextmanager
+    def gathered_parameters(params: Any) -> Iterator[None]:
+        assert len(list(params)) == len(list(policy.parameters()))  # the engine's (the policy's) parameters
+        gathered.append("in")
+        yield
+        gathered.append("out")
+
+    fake_deepspeed = SimpleNamespace(zero=SimpleNamespace(GatheredParameters=gathered_parameters))
+    monkeypatch.setitem(sys.modules, "deepspeed", fake_deepspeed)
+    backend = LocalBackend(stale, tok, render_tools=False)
+
+    with generating_policy(fake_trainer(FakeEngine(policy), zero_stage), backend) as unwrapped:
+        assert unwrapped is policy and backend.lm is policy
+        assert not policy.training and not policy.is_gradient_checkpointing
+        assert gathered == (["in"] if zero_stage == 3 else [])  # ZeRO-3: full weights while generating
+        completion = asyncio.run(backend.complete([Message("user", "hi")], [], Sampling(max_tokens=4)))
+
+    assert completion.completion_ids and len(policy_calls) >= 1 and not stale_calls
+    assert policy.training and policy.is_gradient_checkpointing  # restored for the optimizer step
+    assert gathered == (["in", "out"] if zero_stage == 3 else [])
