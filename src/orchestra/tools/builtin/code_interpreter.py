@@ -9,6 +9,8 @@ and stamped on the observation; the budget reserves the price of the whole time 
 Workspace: by default each call starts in an empty directory that is deleted afterwards. With `workspace_root`,
 calls of one episode (one task id) share `workspace_root/<digest of the task id>`, so files persist between them;
 the caller owns that directory and removes it when the episodes are done.
+Cancellation: the tool is async (`run_python_async`): cancelling the call (an episode cancelled because its client
+went away, or the toolbox's own timeout) kills the sandbox's processes at once instead of letting them run on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from orchestra.sandbox import SandboxLimits, SandboxResult, run_python
+from orchestra.sandbox import SandboxLimits, SandboxResult
+from orchestra.sandbox.runner import run_python_async
 from orchestra.tools.spec import CostCard, Tool, ToolContext, ToolOutput, tool
 
 SANDBOX_USD_PER_SECOND = 8.3e-6
@@ -37,7 +40,7 @@ def code_interpreter_tool(
     limits = SandboxLimits(wall_s=wall_s, memory_mib=memory_mib, processes=processes, output_bytes=output_bytes)
     card = CostCard(usd_per_second=usd_per_second, latency_s=1.0)
 
-    def code_interpreter(code: str, context: ToolContext) -> ToolOutput:
+    async def code_interpreter(code: str, context: ToolContext) -> ToolOutput:
         """Run a Python 3 program in an isolated sandbox (no network, no internet, no host files) and return
         what it printed. Variables do not carry over between calls: print everything you need.
 
@@ -45,7 +48,7 @@ def code_interpreter_tool(
             code: a complete Python program; print() the values you want to see
         """
         workspace = None if workspace_root is None else Path(workspace_root) / _digest(context.task_id)
-        result = run_python(code, limits, workspace=workspace, backend=backend)
+        result = await run_python_async(code, limits, workspace=workspace, backend=backend)
         return ToolOutput(content=render_result(result), cost_usd=card.call_usd(seconds=result.duration_s),
                           is_error=not result.ok)
 
