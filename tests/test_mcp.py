@@ -264,7 +264,7 @@ def test_an_unreachable_server_or_unknown_tool_fails_at_build_naming_the_field(s
     with pytest.raises(ConfigError, match=r"tools\.1\.mcp: cannot connect to MCP server .*no-such-mcp-server"):
         build_pool(_pool(tmp_path, {"command": ["no-such-mcp-server"]}))
     with pytest.raises(ConfigError, match=r"tools\.1\.mcp: cannot connect .*127\.0\.0\.1"):
-        build_pool(_pool(tmp_path, {"url": f"http://127.0.0.1:{_free_port()}/mcp", "timeout_s": 5}))
+        build_pool(_pool(tmp_path, {"url": f"http://127.0.0.1:{_free_port()}/mcp", "connect_timeout_s": 5}))
     with pytest.raises(ConfigError, match=r"tools\.1\.mcp\.tools: .*no tool 'mul'; it has: add, calls, die"):
         build_pool(_pool(tmp_path, {"command": [sys.executable, str(server_script)], "tools": ["add", "mul"]}))
 

@@ -104,7 +104,9 @@ class McpServerConfig(Strict):
         "", pattern=r"^[A-Za-z0-9_-]*$", description="Prepended to each tool name (e.g. `fs_`) to keep them apart.")
     tools: list[str] | None = pydantic.Field(
         None, description="Allow-list of the server's tool names (none: all); a name it lacks fails at load.")
-    timeout_s: float = pydantic.Field(30.0, gt=0, description="Limit on connecting and on each call, in seconds.")
+    timeout_s: float = pydantic.Field(30.0, gt=0, description="Limit on each call, in seconds.")
+    connect_timeout_s: float = pydantic.Field(
+        30.0, gt=0, description="Limit on starting or reaching the server and on listing its tools, in seconds.")
     usd_per_call: float = pydantic.Field(0.0, ge=0, description="Price of one call, shown to the orchestrator.")
     latency_s: float = pydantic.Field(0.0, ge=0, description="Typical latency shown to the orchestrator.")
 

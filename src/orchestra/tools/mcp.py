@@ -14,7 +14,8 @@ Invariants
   had effects, and may be what killed the server). The next call reconnects, once per entry: after a second loss,
   every later call fails at once with the same reason. A transport found dead before a call is sent (an idle stdio
   server that exited) is reconnected before sending, from the same single reconnect.
-- No hang: connecting and each call are bounded by `timeout_s`; the Toolbox enforces the same limit on the call.
+- No hang: connecting and listing are bounded by `connect_timeout_s`, each call by `timeout_s` (the Toolbox's limit,
+  with the SDK's read timeout a few seconds later as a backstop for calls made outside a Toolbox).
 - The `mcp` SDK is imported here only, when a pool names an MCP server.
 """
 
@@ -91,7 +92,8 @@ class McpConnection:
         self._thread.start()
         self._client: Any = None
         self._stop: asyncio.Event | None = None
-        self._owner: asyncio.Task[None] | None = None
+        self._owners: set[asyncio.Task[None]] = set()
+        """Tasks holding a session open, current or winding down after a loss; close waits for all of them."""
         self._connected_once = False
         self._reconnects_left = 1
         self._lost: str | None = None
@@ -100,17 +102,23 @@ class McpConnection:
         self._closed = False
         atexit.register(self.close)
 
+    @property
+    def _backstop_s(self) -> float:
+        """The SDK's own read timeout: later than the Toolbox's per-call limit, which reports and prices timeouts;
+        it only bounds requests made outside a Toolbox."""
+        return self.config.timeout_s + _STARTUP_MARGIN_S
+
     def list_tools(self) -> list[Any]:
         """The server's tools (`mcp.types.Tool`), every page; connects first. Raises `McpServerError`."""
         if self._closed:
             raise McpServerError(f"MCP server {self.label!r} is unavailable: its connection was closed")
         future = asyncio.run_coroutine_threadsafe(self._list_tools(), self._loop)
         try:
-            return future.result(timeout=self.config.timeout_s + _STARTUP_MARGIN_S)
+            return future.result(timeout=2 * self.config.connect_timeout_s + _STARTUP_MARGIN_S)  # connect, list
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise McpServerError(f"MCP server {self.label!r} did not list its tools within "
-                                 f"{self.config.timeout_s:g} s") from None
+                                 f"{self.config.connect_timeout_s:g} s") from None
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         """One `tools/call` (an `mcp.types.CallToolResult`); cancelling the caller cancels the call on the server's
@@ -139,10 +147,10 @@ class McpConnection:
         cursor = None
         while True:
             try:
-                page = await asyncio.wait_for(client.list_tools(cursor=cursor), self.config.timeout_s)
+                page = await asyncio.wait_for(client.list_tools(cursor=cursor), self.config.connect_timeout_s)
             except TimeoutError:
                 raise McpServerError(f"MCP server {self.label!r} did not list its tools within "
-                                     f"{self.config.timeout_s:g} s") from None
+                                     f"{self.config.connect_timeout_s:g} s") from None
             except Exception as exc:  # noqa: BLE001 - any failure to list is one load-time error naming the server
                 raise McpServerError(f"MCP server {self.label!r} failed to list its tools: {_describe(exc)}") from None
             tools.extend(page.tools)
@@ -156,15 +164,16 @@ class McpConnection:
 
         client = await self._session()
         try:
-            return await client.call_tool(name, arguments, read_timeout_seconds=self.config.timeout_s)
+            return await client.call_tool(name, arguments, read_timeout_seconds=self._backstop_s)
         except MCPError as exc:
             if exc.error.code != CONNECTION_CLOSED:
-                raise McpServerError(f"MCP server {self.label!r} answered the call to {name} with an error: {exc}") \
+                raise McpServerError(f"MCP server {self.label!r}: the call to {name} failed: {exc}") \
                     from None
             reason = f"died during a call to {name} ({exc})"
         except _transport_errors() as exc:
             reason = f"lost its connection during a call to {name} ({_describe(exc)})"
-        self._forget(reason)
+        if self._client is client:  # a concurrent call may already have reconnected: keep the new session
+            self._forget(reason)
         raise McpServerError(f"MCP server {self.label!r} {reason}")
 
     async def _session(self) -> Any:
@@ -194,14 +203,17 @@ class McpConnection:
         stop = asyncio.Event()
         owner = asyncio.ensure_future(self._own(ready, stop))
         try:
-            client = await asyncio.wait_for(asyncio.shield(ready), self.config.timeout_s)
+            client = await asyncio.wait_for(asyncio.shield(ready), self.config.connect_timeout_s)
         except TimeoutError:
             owner.cancel()
-            raise McpServerError(f"MCP server {self.label!r} did not start within {self.config.timeout_s:g} s") \
+            raise McpServerError(f"MCP server {self.label!r} did not start within "
+                                 f"{self.config.connect_timeout_s:g} s") \
                 from None
         except Exception as exc:  # noqa: BLE001 - a spawn or handshake failure of any kind is one error line
             raise McpServerError(f"cannot connect to MCP server {self.label!r}: {_describe(exc)}") from None
-        self._stop, self._owner = stop, owner
+        self._stop = stop
+        self._owners.add(owner)
+        owner.add_done_callback(self._owners.discard)
         return client
 
     async def _own(self, ready: asyncio.Future[Any], stop: asyncio.Event) -> None:
@@ -219,12 +231,11 @@ class McpConnection:
         from mcp.client.stdio import stdio_client
 
         if self.config.url is not None:
-            return Client(self.config.url, read_timeout_seconds=self.config.timeout_s)
+            return Client(self.config.url, read_timeout_seconds=self._backstop_s)
         command = list(self.config.command or ())
         params = StdioServerParameters(command=command[0], args=command[1:], env=dict(self.config.env) or None)
         # The server's stderr goes to ours: a crashing server's traceback is what its user needs to see.
-        return Client(stdio_client(params, errlog=sys.__stderr__ or sys.stderr),
-                      read_timeout_seconds=self.config.timeout_s)
+        return Client(stdio_client(params, errlog=sys.__stderr__ or sys.stderr), read_timeout_seconds=self._backstop_s)
 
     def _forget(self, reason: str) -> None:
         """Drop the current client after a loss; its owner task stops it (and the stdio process) in the background."""
@@ -238,9 +249,8 @@ class McpConnection:
         self._client = None
         if self._stop is not None:
             self._stop.set()
-        if self._owner is not None:
-            with suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._owner, 8.0)
+        if self._owners:  # each stops its transport (and a stdio server) within the SDK's bounded shutdown
+            await asyncio.wait(set(self._owners), timeout=8.0)
 
 
 def render_result(result: Any) -> str:
