@@ -25,6 +25,7 @@ from orchestra.tools.builtin.paper_tools import (
     parse_answer,
     parse_code,
     parse_query,
+    render_documents,
 )
 from orchestra.tools.builtin.search import local_search_tool
 from orchestra.tools.spec import ToolContext
@@ -80,6 +81,17 @@ def test_parse_code(text: str, code: str | None) -> None:
 ])
 def test_parse_answer(text: str, answer: str) -> None:
     assert parse_answer(text) == answer
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ([{"id": "a", "title": "A", "text": "alpha"}], "Documents:\n[1] A\nalpha"),
+    ({"results": [{"url": "u", "content": "beta"}]}, "Documents:\n[1] u\nbeta"),
+    ([], "Documents: none found"),
+    ("1. already rendered by the search tool", "1. already rendered by the search tool"),
+    ([{"text": "x" * 5000}], "Documents:\n[1] \n" + "x" * 4000),
+])
+def test_render_documents(content: object, expected: str) -> None:
+    assert render_documents(content) == expected
 
 
 def _context(problem: str, *tool_results: str) -> ToolContext:

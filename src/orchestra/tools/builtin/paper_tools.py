@@ -5,7 +5,7 @@ What each tool does with the chosen expert (the release's protocol, REFERENCE.md
 - `search`: the expert reads the problem and the episode's context and writes a query in `<query>` tags (cut to
   `MAX_QUERY_CHARS`); the query goes to the pool's search tool (e.g. `local_search`); the documents come back.
 - `enhance_reasoning`: the expert writes self-contained Python in a fenced block; it runs in the process sandbox
-  (`orchestra.sandbox.run_python`; never unsandboxed, unlike the release), and the code with its output comes back.
+  (`orchestra.sandbox` via `run_python_async`; never unsandboxed, unlike the release), and the code with its output comes back.
 - `answer`: the expert writes the final answer, marked `<answer>...</answer>` or `\\boxed{...}` (the last marked
   one counts; an unmarked reply is taken whole); the call is terminal, so the final answer is always the expert's.
 
@@ -36,7 +36,8 @@ from typing import Any, Literal
 from orchestra.answers import last_group
 from orchestra.backends.base import ChatBackend, Sampling, billed_cost_usd
 from orchestra.errors import BackendError
-from orchestra.sandbox import SandboxLimits, run_python
+from orchestra.sandbox import SandboxLimits
+from orchestra.sandbox.runner import run_python_async
 from orchestra.toolcalls import strip_think
 from orchestra.tools.builtin.code_interpreter import SANDBOX_USD_PER_SECOND, render_result
 from orchestra.tools.spec import CostCard, Tool, ToolContext, ToolOutput, ToolSpec
@@ -236,11 +237,15 @@ async def _search(e: Expert, context: ToolContext, search_tool: Tool, k: int) ->
 
 
 def render_documents(content: Any) -> str:
-    """Search hits as the release's `Documents:` block (each cut to `MAX_DOC_CHARS`); other results as text."""
-    if isinstance(content, list) and all(isinstance(h, dict) and "text" in h for h in content):
+    """Search hits (dicts with `text` or `content`) as the release's `Documents:` block, each cut to
+    `MAX_DOC_CHARS`; other results as text."""
+    if isinstance(content, dict) and isinstance(content.get("results"), list):
+        content = content["results"]
+    if isinstance(content, list) and all(isinstance(h, dict) and ("text" in h or "content" in h) for h in content):
         if not content:
             return "Documents: none found"
-        docs = [f"[{i}] {h.get('title') or h.get('id', '')}\n{str(h['text'])[:MAX_DOC_CHARS]}"
+        docs = [f"[{i}] {h.get('title') or h.get('id') or h.get('url', '')}\n"
+                f"{str(h.get('text', h.get('content')))[:MAX_DOC_CHARS]}"
                 for i, h in enumerate(content, 1)]
         return "Documents:\n" + "\n\n".join(docs)
     return render_content(content)
@@ -254,7 +259,7 @@ async def _reason(e: Expert, context: ToolContext, limits: SandboxLimits, usd_pe
     if code is None:
         return _expert_output(e, reply, f"error: {e.alias} wrote no ```python block; nothing was run",
                               is_error=True)
-    result = await asyncio.to_thread(run_python, code, limits)
+    result = await run_python_async(code, limits)  # a cancelled episode kills the run
     text = f"code by {e.alias}:\n```python\n{code.rstrip()}\n```\n{render_result(result)}"
     return _expert_output(e, reply, text, extra_usd=usd_per_second * result.duration_s, is_error=not result.ok)
 
