@@ -23,6 +23,8 @@ from orchestra.rollout.batch import EpisodeResult
 from orchestra.rollout.episode import run_episode
 from orchestra.task import Task
 from orchestra.tools import Toolbox, tool
+from orchestra.train.config import GRPOConfig
+from orchestra.train.grpo_trl import train_grpo, vllm_sampler, vllm_server_settings
 from orchestra.train.rollout import to_sequence
 from orchestra.types import Message, Outcome, Termination
 
@@ -168,3 +170,55 @@ async def test_a_malformed_server_answer_is_a_backend_error(tok, policy, answer,
 def test_forced_first_calls_need_the_local_model(tok, policy):
     with pytest.raises(ConfigError, match="first_call"):
         TRLVLLMBackend(FakeVLLMClient([[5]], 0), policy, tok, first_call="required")
+
+
+# --- GRPO's use of it (train/grpo_trl.py) ------------------------------------------------------------------------
+
+def test_grpo_samples_through_the_client_trl_opened_on_the_main_process(tok, policy):
+    client = FakeVLLMClient([[5]], tok.convert_tokens_to_ids("<|im_end|>"))
+    trainer = SimpleNamespace(vllm_generation=SimpleNamespace(vllm_client=client))
+    local = LocalBackend(policy, tok, name="policy", render_tools=False)
+    sampler = vllm_sampler(trainer, local, GRPOConfig(use_vllm=True))
+    assert isinstance(sampler, TRLVLLMBackend) and sampler.client is client
+    assert sampler.model == "policy" and sampler.chat_format.render_tools is False
+    assert sampler.end_ids == local.end_ids and sampler.max_context_tokens == local.max_context_tokens
+
+
+def test_other_processes_open_their_own_client_at_the_configured_server(tok, policy, monkeypatch):
+    opened: list[dict[str, Any]] = []
+
+    class Client(FakeVLLMClient):
+        def __init__(self, **kwargs: Any):
+            opened.append(kwargs)
+            super().__init__([[5]], None)
+
+    monkeypatch.setattr("trl.generation.vllm_client.VLLMClient", Client)
+    config = GRPOConfig(use_vllm=True, vllm_server_url="http://10.0.0.7:8100", vllm_server_timeout_s=30)
+    sampler = vllm_sampler(SimpleNamespace(), LocalBackend(policy, tok), config)
+    assert opened == [{"base_url": "http://10.0.0.7:8100", "connection_timeout": 30.0}]
+    assert isinstance(sampler.client, Client)
+
+
+def test_trl_is_told_to_use_its_vllm_server_mode():
+    from trl import GRPOConfig as TRLConfig
+
+    config = GRPOConfig(use_vllm=True, vllm_server_url="http://127.0.0.1:8123")
+    settings = vllm_server_settings(config)
+    assert settings == {"vllm_mode": "server", "vllm_server_base_url": "http://127.0.0.1:8123",
+                        "vllm_server_timeout": 240.0}
+    args = TRLConfig(output_dir="unused", use_cpu=True, use_vllm=True, per_device_train_batch_size=4,
+                     num_generations=4, report_to=[], **settings)
+    assert args.use_vllm and args.vllm_mode == "server" and args.vllm_server_base_url == "http://127.0.0.1:8123"
+    assert vllm_server_settings(GRPOConfig()) == {}
+
+
+def test_use_vllm_without_vllm_installed_is_one_config_error_before_anything_loads(monkeypatch, tmp_path):
+    import importlib
+
+    trl_imports = importlib.import_module("trl.import_utils")
+    monkeypatch.setattr(trl_imports, "is_vllm_available", lambda: False)  # as on a machine without CUDA
+    config = GRPOConfig(use_vllm=True, model={"kind": "local", "path": str(tmp_path / "no-model")},
+                        output_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="use_vllm: vLLM is not installed"):
+        train_grpo(config)
+    assert not (tmp_path / "out").exists()

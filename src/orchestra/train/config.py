@@ -163,6 +163,12 @@ class GRPOConfig(Strict):
     seed: int = pydantic.Field(0, description="Seed.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=lambda: CheckpointSettings(every_steps=4))
     log_tensorboard: bool = pydantic.Field(False, description="Also log to TensorBoard (needs tensorboard).")
+    use_vllm: bool = pydantic.Field(
+        False, description="Sample rollouts on TRL's vLLM server (`trl vllm-serve --model <start model>`) instead "
+                           "of in the training processes; TRL pushes the weights to it after each optimizer step.")
+    vllm_server_url: str = pydantic.Field("http://127.0.0.1:8000", description="use_vllm: the server's base URL.")
+    vllm_server_timeout_s: float = pydantic.Field(
+        240.0, gt=0, description="use_vllm: how long to wait for the server to answer at start.")
     trl: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="Any other field of TRL's GRPOConfig, passed through (e.g. report_to, "
                                           "lr_scheduler_type, max_grad_norm); checked against TRL at start.")

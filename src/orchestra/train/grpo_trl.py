@@ -15,10 +15,13 @@ Environments: any mixture (`envs`). Each task of the dataset is `<env index>:<ta
 environment's groups with its own prompt, observation format, limits and reward features (`Suite.reward_tools`),
 all concurrently so a local policy batches across them.
 
-Multi-GPU: the same config runs under `accelerate launch -m orchestra train grpo --config ...` (DeepSpeed via
-an accelerate config). On GPUs, switch `model` to the larger policy and raise the step counts; vLLM generation can
-replace `LocalBackend` by serving the policy behind an OpenAI-compatible endpoint, provided the server returns token
-ids (vLLM's `return_tokens_as_token_ids`), since training needs the exact ids.
+Several processes: the same config runs under `accelerate launch -m orchestra train grpo --config ...` (DDP, or
+DeepSpeed through an accelerate config). `prompts_per_step` tasks are split over the processes, whole groups each;
+every process runs its own groups' rollouts (seeded per step and process) with the policy unwrapped from its
+wrapper (`generating_policy`; ZeRO-3 weights gathered while generating); step stats are averaged over processes and
+logged by the main process, which alone writes the orchestrator folder. With `use_vllm`, rollouts are sampled on
+TRL's vLLM server (`orchestra.backends.trl_vllm`) from exact prompt ids, and TRL pushes the weights to the server
+after each optimizer step; the training processes then only score and update.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
+    if config.use_vllm:
+        _check_vllm_installed()
     mixture = load_mixture(config.envs)
     _check_trl_fields(config.trl, TRLConfig)
     pool = task_pool(mixture, config)
@@ -121,6 +126,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step) if _is_main_process() else None
 
     clock: list[float] = []
+    samplers: list[Any] = []  # use_vllm: the TRLVLLMBackend, made at the first rollout (it needs the trainer)
 
     def rollout_func(prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
         size = config.group_size
@@ -133,8 +139,13 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
             step_seed = config.seed * 1_000_003 + trainer.state.global_step  # repeats them
             backend.reseed(step_seed * accelerator.num_processes + accelerator.process_index)
         started = time.perf_counter()
-        with generating_policy(trainer, backend):
-            groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
+        if config.use_vllm:  # the server holds the weights TRL pushed after the last optimizer step
+            if not samplers:
+                samplers.append(vllm_sampler(trainer, backend, config))
+            groups = asyncio.run(_collect(mixture, settings, chosen, samplers[0], size, config.min_group_std))
+        else:
+            with generating_policy(trainer, backend):
+                groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
         stats = merged_stats(accelerator, rollout_stats(groups))
         stats["rollout_s"] = time.perf_counter() - started
         if clock:  # the previous step's rollouts + optimizer step, measured from its rollout start
@@ -185,6 +196,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        use_vllm=config.use_vllm,
+        **vllm_server_settings(config),
     )
     clash = sorted(set(config.trl) & set(settings_kw))
     if clash:
@@ -231,6 +244,37 @@ def generating_policy(trainer: Any, backend: Any) -> Iterator[Any]:
             yield policy
         finally:
             policy.train(was_training)
+
+
+def vllm_sampler(trainer: Any, backend: Any, config: GRPOConfig) -> Any:
+    """The backend that samples this process's rollouts on TRL's vLLM server, rendering and parsing as `backend`.
+
+    The main process reuses the client TRL opened (the one it pushes weights through); the others open their own,
+    for generation requests only."""
+    from orchestra.backends.trl_vllm import TRLVLLMBackend
+
+    client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
+    if client is None:
+        from trl.generation.vllm_client import VLLMClient
+
+        client = VLLMClient(base_url=config.vllm_server_url, connection_timeout=config.vllm_server_timeout_s)
+    return TRLVLLMBackend.beside(backend, client)
+
+
+def vllm_server_settings(config: GRPOConfig) -> dict[str, Any]:
+    """TRL's settings for its vLLM server mode (none without `use_vllm`)."""
+    if not config.use_vllm:
+        return {}
+    return {"vllm_mode": "server", "vllm_server_base_url": config.vllm_server_url,
+            "vllm_server_timeout": config.vllm_server_timeout_s}
+
+
+def _check_vllm_installed() -> None:
+    from trl.import_utils import is_vllm_available
+
+    if not is_vllm_available():
+        raise ConfigError("use_vllm: vLLM is not installed in this environment (`pip install vllm`; it needs CUDA "
+                          "GPUs); set use_vllm=false to sample rollouts in the training processes")
 
 
 def merged_stats(accelerator: Any, stats: dict[str, float]) -> dict[str, float]:

@@ -12,6 +12,12 @@ compute (what the model wrote), the loss is computed only where a trained token 
 positions on RouterBench; the output layer over a 49k vocabulary dominates a small model's step), and it shares the
 checkpoint format with resume tests that kill it mid-run. Device and dtype come from `model` (`device: auto` is cuda
 when available).
+
+Several processes: under `accelerate launch -m orchestra train sft ...` each process holds the model (DDP through
+accelerate's `Accelerator`), takes its share of every step's examples, and gradients are averaged in the backward
+pass, weighted so that a step equals one process's step on the whole batch up to float rounding. The main process
+alone makes the demonstrations (sent to the others) and writes checkpoints, metrics and the orchestrator folder.
+One process runs exactly as it would without accelerate (bit for bit).
 """
 
 from __future__ import annotations
