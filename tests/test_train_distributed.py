@@ -107,10 +107,8 @@ def tiny_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def launch(tmp_path: Path, kind: str, config: dict[str, object]) -> list[dict[str, object]]:
-    """Run WORKER in 2 processes through `accelerate launch`; the digests each rank wrote, by rank."""
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
+def accelerate_launch(*program: str) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch` of `program` in 2 processes on this machine's CPU (gloo)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -118,11 +116,32 @@ def launch(tmp_path: Path, kind: str, config: dict[str, object]) -> list[dict[st
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(port), str(worker), kind, json.dumps(config)]
+               "--main_process_port", str(port), *program]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def launch(tmp_path: Path, kind: str, config: dict[str, object]) -> list[dict[str, object]]:
+    """Run WORKER in 2 processes through `accelerate launch`; the digests each rank wrote, by rank."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    accelerate_launch(str(worker), kind, json.dumps(config))
     out = Path(str(config["output_dir"]))
     return [json.loads((out / f"digest-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_the_documented_command_accelerate_launch_dash_m_orchestra_train_sft_runs(tmp_path, routerbench, tiny_dir):
+    overrides = {"model.kind": "local", "model.path": str(tiny_dir), "model.device": "cpu", "lora.rank": 0,
+                 "envs": json.dumps([{"name": "routerbench", "data": str(routerbench), "max_tasks": 24}]),
+                 "examples": 24, "examples_per_step": 4, "output_dir": str(tmp_path / "sft")}
+    done = accelerate_launch("-m", "orchestra", "train", "sft",
+                             *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")])
+    assert "saved" in done.stdout
+    steps = [r["step"] for r in read_metrics(tmp_path / "sft" / "metrics.jsonl")]
+    assert steps and steps == list(range(1, len(steps) + 1))  # written by one process
+    assert (tmp_path / "sft" / "orchestrator" / "orchestra.json").is_file()
 
 
 def sft_config(data: Path, model_dir: Path, output_dir: Path) -> dict[str, object]:
