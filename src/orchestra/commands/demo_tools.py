@@ -7,7 +7,8 @@ Steps (each kept when rerun: synthesized folders, trained stages and evaluations
    ones (the environments are `tau` folders in the training mixture, with a compact prompt);
 3. GRPO with the paper's reward on the same mixture;
 4. evaluate the untrained model (the same weights and prompt, saved as an orchestrator folder), the SFT start and
-   SFT+GRPO, in solo mode with pass^1, on the test split of the held-out domains and on τ² mock;
+   SFT+GRPO, in solo mode with pass^1, on the tasks of the held-out domains (never trained on, so all of their tasks)
+   and on τ² mock;
 5. print the table and write `OUT/summary.json` and `OUT/results.md`.
 
 Every size is in `ToolsPlan`; `--quick` runs the same pipeline with a tiny random model (a smoke test of every
@@ -41,7 +42,7 @@ class ToolsPlan:
     sft: dict[str, Any]
     grpo: dict[str, Any]
     eval_tasks: int
-    """Test tasks per evaluated environment."""
+    """Tasks per evaluated environment (the first ones of each held-out domain, all of its splits)."""
     tiny: bool = False
     concurrency: int = 32
     mock: dict[str, Any] = field(default_factory=dict)
@@ -52,9 +53,9 @@ FULL = ToolsPlan(
     env={"max_observation_chars": 700, "max_actions": 2, "max_turns": 4, "turn_tokens": 64},
     sft={"examples": 96, "examples_per_step": 8, "epochs": 1.5, "learning_rate": 2e-3, "warmup_steps": 2,
          "max_sequence_tokens": 1600, "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 10}},
-    grpo={"steps": 4, "group_size": 4, "prompts_per_step": 2, "learning_rate": 5e-5, "kl_coef": 0.0,
-          "temperature": 0.8, "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 2}},
-    eval_tasks=10,
+    grpo={"steps": 4, "group_size": 6, "prompts_per_step": 2, "learning_rate": 5e-5, "kl_coef": 0.0,
+          "temperature": 0.6, "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 2}},
+    eval_tasks=24,
     mock={"max_observation_chars": 700, "max_turns": 4, "turn_tokens": 64},
 )
 QUICK = ToolsPlan(
@@ -97,7 +98,8 @@ def demo_tools(
         sft_dir, grpo_dir, untrained_dir = _train(console, out, train_envs, plan, seed)
         timings["train_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        eval_envs = {d: _tau(synth_dir / d, "test", {**plan.env, "max_tasks": plan.eval_tasks}) for d in held}
+        # A held-out domain was never trained on: every one of its tasks is a test task.
+        eval_envs = {d: _tau(synth_dir / d, "all", {**plan.env, "max_tasks": plan.eval_tasks}) for d in held}
         eval_envs["tau-mock"] = {"name": "tau", "domain": "mock", "max_tasks": plan.eval_tasks, **plan.mock}
         policies = {"untrained": untrained_dir, "sft": sft_dir, "sft+grpo": grpo_dir}
         results = _evaluate(console, out / "runs", eval_envs, policies, plan, seed)
