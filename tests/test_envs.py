@@ -195,3 +195,15 @@ def test_bad_routerbench_cells_and_missing_data_are_one_line(tmp_path):
     result = orchestra_cli("eval", "routerbench", "--data", str(tmp_path / "none"), "-o", "oracle")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: routerbench data: {tmp_path / 'none'} does not exist"]
+
+
+def test_training_configs_take_trl_names_and_suggest_the_closest_field():
+    from orchestra.train.config import GRPOConfig
+
+    config = load_config(None, GRPOConfig, default={"max_steps": 3, "num_generations": 4, "beta": 0.01,
+                                                    "lora": {"r": 8, "lora_alpha": 16}, "trl": {"max_grad_norm": 0.5}})
+    assert (config.steps, config.group_size, config.kl_coef, config.lora.rank, config.lora.alpha) == (3, 4, 0.01, 8, 16)
+    with pytest.raises(ConfigError, match=r"group_sise: unknown field \(did you mean 'group_size'\?\)"):
+        load_config(None, GRPOConfig, default={"group_sise": 4})
+    with pytest.raises(ConfigError, match="name the same GRPO setting"):
+        load_config(None, GRPOConfig, default={"max_steps": 3, "steps": 4})

@@ -9,6 +9,7 @@ Invariants
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -333,7 +334,9 @@ def describe_validation(exc: pydantic.ValidationError, model: type[pydantic.Base
         message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         if err["type"] == "extra_forbidden":
             expected = _fields_at(model, err["loc"][:-1])
-            message = "unknown field" + (f"; expected one of: {', '.join(expected)}" if expected else "")
+            close = difflib.get_close_matches(str(err["loc"][-1]), expected, n=1)
+            message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "") + (
+                f"; expected one of: {', '.join(expected)}" if expected else "")
         problems.append(f"{field}: {message}")
     return "; ".join(problems)
 
