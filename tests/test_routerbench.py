@@ -141,3 +141,11 @@ async def test_parallel_asks_state_agreement_in_call_order(winogrande):
                                                            answer("gpt-4")]), Toolbox.of(instance.tools))
     assert [o.content for o in tr.turns[0].observations] == [
         a, f"{b} (disagrees with yi-34b: {a})", f"{c} (disagrees with mixtral: {b})"]
+
+
+def test_shown_letter_reads_back_what_ask_shows():
+    for letter, earlier in [("B", {}), ("A", {"yi-34b": "A"}), ("C", {"yi-34b": "A", "mixtral": None})]:
+        shown = f"{letter} ({rb.compare_answers(letter, earlier)})" if earlier else letter
+        assert rb.shown_letter(shown) == letter
+    assert rb.shown_letter("def add(a, b): return a + b") is None
+    assert rb.shown_letter("A chart of the results") is None  # a response without a letter is shown as text

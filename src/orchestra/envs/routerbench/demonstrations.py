@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from orchestra.answers import extract_choice
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench.env import Row
+from orchestra.envs.routerbench.env import Row, shown_letter
 from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
 
@@ -92,7 +92,7 @@ def consult_backend(policy: ConsultPolicy, task_type_of: dict[str, str] | None =
     def act(messages: Sequence[Message]) -> str:
         task_type = _task_type(messages)
         route = policy.route(task_type)
-        answers = [extract_choice(m.content) for m in messages if m.role == "tool"]
+        answers = [shown_letter(m.content) for m in messages if m.role == "tool"]
         if route.direct is not None:
             return render_hermes("answer", {"model": route.direct})
         assert route.pair is not None and route.escalate is not None

@@ -344,6 +344,17 @@ def show_answer(response: str, multiple_choice: bool) -> str:
     return response if len(response) <= MAX_CODE_CHARS else response[:MAX_CODE_CHARS] + " ..."
 
 
+_SHOWN = re.compile(r"^([A-E])(?: \(|$)")
+
+
+def shown_letter(content: str) -> str | None:
+    """The letter an `ask` observation shows (`B`, or `B (disagrees with yi-34b: A)`), None for code or a response
+    without a letter: the inverse of `show_answer` and `compare_answers`, for policies reading their own
+    observations (parsing the comparison note as free text would find no letter in it)."""
+    match = _SHOWN.match(content)
+    return match.group(1) if match else None
+
+
 def compare_answers(letter: str, earlier: Mapping[str, str | None]) -> str:
     """How `letter` compares with earlier answers: "agrees with a, b" or "disagrees with a: B, b: C" (the models
     that gave another answer; those that agree are not listed then)."""

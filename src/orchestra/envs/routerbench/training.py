@@ -18,11 +18,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from orchestra.answers import extract_choice
 from orchestra.envs.base import Demonstration, Example, draw
 from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
 from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
-from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt
+from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt, shown_letter
 from orchestra.preferences import Limits, Preferences, avoiding
 from orchestra.rollout.batch import EpisodeSettings, run_task
 from orchestra.rollout.guard import plain
@@ -119,7 +118,7 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
     """For a consult demonstration (two parallel asks, then an answer): did the two answers differ? None otherwise."""
     if not trajectory.turns or len(trajectory.turns[0].observations) != 2:
         return None
-    first, second = (extract_choice(o.content) for o in trajectory.turns[0].observations)
+    first, second = (shown_letter(o.content) for o in trajectory.turns[0].observations)
     return first is None or first != second
 
 
