@@ -44,7 +44,9 @@ class ToolsPlan:
     eval_tasks: int
     """Tasks per evaluated environment (the first ones of each held-out domain, all of its splits)."""
     tiny: bool = False
-    concurrency: int = 32
+    concurrency: int = 8
+    """Episodes evaluated at once. Each holds its context's attention cache: with 32 at once the evaluation process
+    grew past 14 GB and was killed for memory."""
     mock: dict[str, Any] = field(default_factory=dict)
 
 
