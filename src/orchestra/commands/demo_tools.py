@@ -86,9 +86,11 @@ def demo_tools(
     plan = QUICK if quick else FULL
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    kept: list[str] = []
+    """Stages this invocation found finished and kept (their time is not in this run's timings)."""
     try:
         source = domains or shared_data() / "toolscale_domains"
-        synth_dir = _synthesize(console, source, out / "synth", plan, seed)
+        synth_dir = _synthesize(console, source, out / "synth", plan, seed, kept)
         names = sorted(p.name for p in synth_dir.iterdir() if (p / "tasks.json").exists())
         held = [h.strip() for h in held_out.split(",") if h.strip()]
         unknown = sorted(set(held) - set(names))
@@ -97,14 +99,14 @@ def demo_tools(
         train_envs = [_tau(synth_dir / d, "train", plan.env) for d in names if d not in held]
         timings["synth_s"] = time.perf_counter() - started
         t = time.perf_counter()
-        sft_dir, grpo_dir, untrained_dir = _train(console, out, train_envs, plan, seed)
+        sft_dir, grpo_dir, untrained_dir = _train(console, out, train_envs, plan, seed, kept)
         timings["train_s"] = time.perf_counter() - t
         t = time.perf_counter()
         # A held-out domain was never trained on: every one of its tasks is a test task.
         eval_envs = {d: _tau(synth_dir / d, "all", {**plan.env, "max_tasks": plan.eval_tasks}) for d in held}
         eval_envs["tau-mock"] = {"name": "tau", "domain": "mock", "max_tasks": plan.eval_tasks, **plan.mock}
         policies = {"untrained": untrained_dir, "sft": sft_dir, "sft+grpo": grpo_dir}
-        results = _evaluate(console, out / "runs", eval_envs, policies, plan, seed)
+        results = _evaluate(console, out / "runs", eval_envs, policies, plan, seed, kept)
         timings["eval_s"] = time.perf_counter() - t
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -113,7 +115,7 @@ def demo_tools(
     from orchestra.commands.demo import current_commit
 
     summary = {"held_out": held, "trained_on": [d for d in names if d not in held], "results": results,
-               "timings_s": timings, "quick": quick, "commit": current_commit(), "plan": {"tasks": plan.tasks, "env": plan.env, "sft": plan.sft,
+               "timings_s": timings, "kept_stages": kept, "quick": quick, "commit": current_commit(), "plan": {"tasks": plan.tasks, "env": plan.env, "sft": plan.sft,
                                                               "grpo": plan.grpo, "eval_tasks": plan.eval_tasks}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(results_markdown(summary))
@@ -124,12 +126,13 @@ def _tau(folder: Path, part: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"name": "tau", "path": str(folder), "part": part, **settings}
 
 
-def _synthesize(console: Console, source: Path, out: Path, plan: ToolsPlan, seed: int) -> Path:
+def _synthesize(console: Console, source: Path, out: Path, plan: ToolsPlan, seed: int, kept: list[str]) -> Path:
     from orchestra.synth.procedural import synthesize
 
     console.rule("[bold]1. Procedural tasks")
     if (out / "done").exists():
         console.print(f"kept {out}")
+        kept.append("synth")
         return out
     results = synthesize(source, plan.tasks, seed, out)
     for r in results:
@@ -138,7 +141,7 @@ def _synthesize(console: Console, source: Path, out: Path, plan: ToolsPlan, seed
     return out
 
 
-def _train(console: Console, out: Path, envs: list[dict[str, Any]], plan: ToolsPlan, seed: int
+def _train(console: Console, out: Path, envs: list[dict[str, Any]], plan: ToolsPlan, seed: int, kept: list[str]
            ) -> tuple[Path, Path, Path]:
     from orchestra.train.config import GRPOConfig, SFTConfig
 
@@ -148,6 +151,8 @@ def _train(console: Console, out: Path, envs: list[dict[str, Any]], plan: ToolsP
     console.rule("[bold]2. SFT on golden demonstrations")
     backend = _tiny_backend(envs, seed) if plan.tiny else None
     untrained = out / "untrained"
+    kept += [name for name, folder in (("sft", out / "sft" / "orchestrator"), ("grpo", out / "grpo" / "orchestrator"))
+             if _done(folder)]
     if not _done(untrained):
         _save_untrained(sft_cfg, backend, untrained)
     if not _done(out / "sft" / "orchestrator"):
@@ -198,7 +203,7 @@ def _done(path: Path) -> bool:
 
 
 def _evaluate(console: Console, out: Path, envs: dict[str, dict[str, Any]], policies: dict[str, Path],
-              plan: ToolsPlan, seed: int) -> dict[str, dict[str, Any]]:
+              plan: ToolsPlan, seed: int, kept: list[str]) -> dict[str, dict[str, Any]]:
     from orchestra.backends.base import Sampling
     from orchestra.envs.registry import load_suite
     from orchestra.evaluate.commands import run_with_progress
@@ -211,6 +216,8 @@ def _evaluate(console: Console, out: Path, envs: dict[str, dict[str, Any]], poli
     for env_name, env_cfg in envs.items():
         suite = load_suite(env_cfg)
         for label, folder in policies.items():
+            if (out / env_name / label / "results.json").exists():
+                kept.append(f"eval {env_name}/{label}")  # resumed: its stored items are not run again
             resolved = resolve_orchestrator(str(folder), SpecContext(suite, seed))
             settings = resolved.episode_settings(EpisodeSettings(
                 limits=Limits(max_turns=suite.max_turns), sampling=Sampling(max_tokens=suite.turn_tokens, seed=seed)))
@@ -236,9 +243,12 @@ def results_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {env_name} | {n} | " + " | ".join(f"{runs[x]['pass_at_1']:.3f}" for x in labels) + " |")
     minutes = summary["timings_s"]["total_s"] / 60
     lines.append("")
+    kept = summary.get("kept_stages") or []
     lines.append(f"Trained on {', '.join(summary['trained_on'])}; held out: {', '.join(summary['held_out'])}. "
                  f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} min"
-                 f"{' (quick: tiny random model)' if summary['quick'] else ''}.")
+                 f"{' (quick: tiny random model)' if summary['quick'] else ''}"
+                 + (f", after keeping the finished stages of an earlier invocation ({', '.join(kept)})" if kept else "")
+                 + ".")
     return "\n".join(lines) + "\n"
 
 
