@@ -13,7 +13,7 @@ from orchestra.commands import demo, demo_tools
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 RENDER = {"demo": demo.results_markdown, "demo-tools": demo_tools.results_markdown}
-QUOTED_IN = {"demo": ("README.md", "docs/demo.md"), "demo-tools": ("docs/demo-tools.md",)}
+QUOTED_IN = {"demo": ("README.md", "docs/demo.md"), "demo-tools": ("docs/demo-tools.md", "docs/training.md")}
 
 
 @pytest.mark.parametrize("name", sorted(RENDER))
