@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ from orchestra.train.grpo_trl import generating_policy
 from orchestra.train.metrics import read_metrics
 from orchestra.train.sft import train_sft
 from orchestra.types import Message
+from tests.envs import routerbench_head, save_tiny_model
 
 
 def test_python_dash_m_orchestra_lists_the_commands_and_fails_like_the_script():
@@ -84,27 +84,12 @@ WORKER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def routerbench(data_dir, tmp_path_factory) -> Path:
-    """The first 60 rows of each shared RouterBench CSV."""
-    folder = tmp_path_factory.mktemp("routerbench")
-    csv.field_size_limit(sys.maxsize)
-    for source in sorted((data_dir / "routerbench").glob("*.csv")):
-        with source.open(newline="") as src, (folder / source.name).open("w", newline="") as dst:
-            writer = csv.writer(dst)
-            for n, row in enumerate(csv.reader(src)):
-                if n > 60:
-                    break
-                writer.writerow(row)
-    return folder
+    return routerbench_head(data_dir, tmp_path_factory.mktemp("routerbench"), 60)
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen3 and its tokenizer (ChatML template) saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tok = tiny_tokenizer()
-    tiny_model(tok, seed=0).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def accelerate_launch(*program: str) -> subprocess.CompletedProcess[str]:

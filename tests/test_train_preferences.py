@@ -4,8 +4,6 @@ the prompt and the demonstrations; the draws are seeded per example."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import sys
 from collections import Counter
 
 import pytest
@@ -16,22 +14,12 @@ from orchestra.envs.routerbench.config import PreferenceMix
 from orchestra.envs.routerbench.training import collect_demonstrations, sample_examples
 from orchestra.errors import ConfigError
 from orchestra.train.config import SFTConfig
-from tests.envs import routerbench_env
+from tests.envs import routerbench_env, routerbench_head
 
 
 @pytest.fixture(scope="module")
 def env(data_dir, tmp_path_factory):
-    """The first 80 rows of each shared RouterBench CSV: real rows, every model, fits in well under a second."""
-    folder = tmp_path_factory.mktemp("routerbench")
-    csv.field_size_limit(sys.maxsize)
-    for source in sorted((data_dir / "routerbench").glob("*.csv")):
-        with source.open(newline="") as src, (folder / source.name).open("w", newline="") as dst:
-            writer = csv.writer(dst)
-            for n, row in enumerate(csv.reader(src)):
-                if n > 80:
-                    break
-                writer.writerow(row)
-    return routerbench_env(folder)
+    return routerbench_env(routerbench_head(data_dir, tmp_path_factory.mktemp("routerbench"), 80))
 
 
 def call(name, model):

@@ -7,7 +7,6 @@ template) and named by `model.kind=local, model.path=...`, with `lora.rank=0` (f
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
 import json
@@ -24,13 +23,13 @@ import torch
 from safetensors.torch import load_file
 
 from orchestra.backends.local import LocalBackend
-from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.train import checkpoint as ckpt
 from orchestra.train.checkpoint import CheckpointError, is_complete, list_checkpoints
 from orchestra.train.config import SFTConfig
 from orchestra.train.export import META_FILE, read_meta
 from orchestra.train.metrics import read_metrics
 from orchestra.train.sft import train_sft
+from tests.envs import routerbench_head, save_tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -45,28 +44,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def routerbench(data_dir, tmp_path_factory) -> Path:
-    """The first 60 rows of each shared RouterBench CSV (real rows, every model), so policy fits take no time."""
-    folder = tmp_path_factory.mktemp("routerbench")
-    csv.field_size_limit(sys.maxsize)
-    for source in sorted((data_dir / "routerbench").glob("*.csv")):
-        with source.open(newline="") as src, (folder / source.name).open("w", newline="") as dst:
-            reader = csv.reader(src)
-            writer = csv.writer(dst)
-            for n, row in enumerate(reader):
-                if n > 60:
-                    break
-                writer.writerow(row)
-    return folder
+    return routerbench_head(data_dir, tmp_path_factory.mktemp("routerbench"), 60)
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen3 and its tokenizer (with the ChatML template) saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tok = tiny_tokenizer()
-    tiny_model(tok, seed=0).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def sft_overrides(data: Path, model_dir: Path, output_dir: Path, **extra: object) -> dict[str, object]:
