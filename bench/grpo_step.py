@@ -57,7 +57,8 @@ import torch  # noqa: E402
 
 from orchestra.backends.local import LocalBackend  # noqa: E402
 from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer  # noqa: E402
-from orchestra.envs.routerbench.env import RouterBench, compact_prompt, show_answer  # noqa: E402
+from orchestra.envs.routerbench.env import RouterBench, show_answer  # noqa: E402
+from orchestra.envs.routerbench.prompt import compact_prompt  # noqa: E402
 from orchestra.train.config import CheckpointSettings, GRPOConfig, RouterBenchData  # noqa: E402
 from orchestra.train.data import Example, encode_conversation, sample_examples  # noqa: E402
 from orchestra.train.sft import load_env, lora_config  # noqa: E402

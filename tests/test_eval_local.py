@@ -10,7 +10,7 @@ from orchestra.backends.base import Sampling
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.cli import app
 from orchestra.envs.registry import load_suite
-from orchestra.envs.routerbench.env import compact_prompt
+from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
 from orchestra.evaluate.store import read_items
 from orchestra.preferences import Limits

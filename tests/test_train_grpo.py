@@ -35,12 +35,11 @@ from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.envs.routerbench.env import (
     ALIASES,
-    COMPACT_INSTRUCTIONS,
     RouterBench,
-    compact_prompt,
     last_question,
     load_rows,
 )
+from orchestra.envs.routerbench.prompt import COMPACT_INSTRUCTIONS, compact_prompt
 from orchestra.envs.routerbench.training import default_preference
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_many

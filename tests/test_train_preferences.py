@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
-from orchestra.envs.routerbench import env as rb
 from orchestra.envs.routerbench.config import PreferenceMix
+from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.envs.routerbench.training import collect_demonstrations, sample_examples
 from orchestra.errors import ConfigError
 from orchestra.train.config import SFTConfig
@@ -33,7 +33,7 @@ async def test_offer_restricts_the_models_and_reprices_their_recorded_cost(env):
     assert offered.metadata["prices_per_1k"] == {
         "gpt-4": round(env.stats.mean_cost_usd["gpt-4"] * 1000, 4),
         "yi-34b": round(env.stats.mean_cost_usd["yi-34b"] * 2.5 * 1000, 4)}
-    prompt = rb.compact_prompt(offered, [], None)[0].content
+    prompt = compact_prompt(offered, [], None)[0].content
     assert "yi-34b" in prompt and "mixtral" not in prompt
 
     instance = env.start(offered)
@@ -65,7 +65,7 @@ def test_paper_sampler_draws_subsets_prices_and_every_family_reproducibly(env):
             assert e.preferences.instruction.startswith("Do not use")
         else:
             assert not e.avoided
-        assert e.preferences.instruction in rb.compact_prompt(e.task, [], e.preferences)[1].content
+        assert e.preferences.instruction in compact_prompt(e.task, [], e.preferences)[1].content
 
 
 def test_demonstrations_use_only_offered_models_and_respect_avoidance(env):

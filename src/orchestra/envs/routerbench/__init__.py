@@ -27,10 +27,10 @@ def load(config: Config) -> Suite:
         PROVIDERS,
         ModelStats,
         RouterBench,
-        compact_prompt,
         load_rows,
         split_rows,
     )
+    from orchestra.envs.routerbench.prompt import compact_prompt
     from orchestra.paths import shared_data
     from orchestra.rollout.guard import plain
 

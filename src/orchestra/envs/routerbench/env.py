@@ -43,7 +43,7 @@ from orchestra.envs.base import Instance, Outcome
 from orchestra.errors import ConfigError
 from orchestra.task import Task
 from orchestra.tools.spec import CostCard, Tool, ToolOutput, tool
-from orchestra.types import Message, Trajectory
+from orchestra.types import Trajectory
 
 ALIASES: dict[str, str] = {
     "gpt-4-1106-preview": "gpt-4",
@@ -376,37 +376,3 @@ def grade_row(row: Row, trajectory: Trajectory) -> Outcome:
         correct = gold is not None and guess == gold
         return Outcome(correct, float(correct), {"outcome": float(correct)}, details="final message")
     return Outcome(False, 0.0, {"outcome": 0.0}, details=f"no answer ({trajectory.termination})")
-
-
-COMPACT_INSTRUCTIONS = "ask(model) shows a model's answer; answer(model) makes that answer final. $ per 1k queries:"
-COMPACT_STEM_CHARS = 120
-COMPACT_OPTION_CHARS = 32
-
-
-def compact_prompt(task: Task, specs: Sequence[object], preferences: object | None) -> list[Message]:
-    """A short prompt for small orchestrators: the models with their mean prices, the task type, the question cut
-    short (stem to 120 characters, each option to 32), and the preference instruction.
-
-    The tools' schemas are not rendered (a trained small orchestrator knows them); the price list is what it needs to
-    trade accuracy for cost. Prices are the mean recorded cost per query on the training part
-    (`Task.metadata["prices_per_1k"]`). Every token here is paid on every turn of every rollout, hence the cuts.
-    """
-    prices = task.metadata.get("prices_per_1k", {})
-    listing = ", ".join(f"{m} {p:.2g}" for m, p in prices.items())
-    user = shorten_question(task.prompt)
-    describe = getattr(preferences, "describe", None)
-    if describe is not None and describe():
-        user += "\n" + describe()
-    return [Message("system", f"{COMPACT_INSTRUCTIONS} {listing}"), Message("user", user)]
-
-
-def shorten_question(prompt: str) -> str:
-    """`prompt` with the question stem and each multiple-choice option cut short."""
-    lines = prompt.splitlines()
-    options = [i for i, line in enumerate(lines) if re.match(r"^[A-E]\) ", line)]
-    head = lines[: options[0]] if options else lines
-    stem = "\n".join(head)
-    if len(stem) > COMPACT_STEM_CHARS:
-        stem = stem[:COMPACT_STEM_CHARS].rstrip() + "..."
-    cut = [lines[i][:COMPACT_OPTION_CHARS] for i in options]
-    return "\n".join([stem, *cut])

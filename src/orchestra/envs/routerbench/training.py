@@ -21,7 +21,8 @@ from typing import Any
 from orchestra.envs.base import Demonstration, Example, draw
 from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
 from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
-from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, compact_prompt, shown_letter
+from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, shown_letter
+from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.preferences import Limits, Preferences, avoiding
 from orchestra.rollout.batch import EpisodeSettings, run_task
 from orchestra.rollout.guard import plain

@@ -1,0 +1,43 @@
+"""The compact RouterBench prompt a trained small orchestrator reads: model prices, the task type, the question cut
+short, the preference instruction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from orchestra.task import Task
+from orchestra.types import Message
+
+COMPACT_INSTRUCTIONS = "ask(model) shows a model's answer; answer(model) makes that answer final. $ per 1k queries:"
+COMPACT_STEM_CHARS = 120
+COMPACT_OPTION_CHARS = 32
+
+
+def compact_prompt(task: Task, specs: Sequence[object], preferences: object | None) -> list[Message]:
+    """A short prompt for small orchestrators: the models with their mean prices, the task type, the question cut
+    short (stem to 120 characters, each option to 32), and the preference instruction.
+
+    The tools' schemas are not rendered (a trained small orchestrator knows them); the price list is what it needs to
+    trade accuracy for cost. Prices are the mean recorded cost per query on the training part
+    (`Task.metadata["prices_per_1k"]`). Every token here is paid on every turn of every rollout, hence the cuts.
+    """
+    prices = task.metadata.get("prices_per_1k", {})
+    listing = ", ".join(f"{m} {p:.2g}" for m, p in prices.items())
+    user = shorten_question(task.prompt)
+    describe = getattr(preferences, "describe", None)
+    if describe is not None and describe():
+        user += "\n" + describe()
+    return [Message("system", f"{COMPACT_INSTRUCTIONS} {listing}"), Message("user", user)]
+
+
+def shorten_question(prompt: str) -> str:
+    """`prompt` with the question stem and each multiple-choice option cut short."""
+    lines = prompt.splitlines()
+    options = [i for i, line in enumerate(lines) if re.match(r"^[A-E]\) ", line)]
+    head = lines[: options[0]] if options else lines
+    stem = "\n".join(head)
+    if len(stem) > COMPACT_STEM_CHARS:
+        stem = stem[:COMPACT_STEM_CHARS].rstrip() + "..."
+    cut = [lines[i][:COMPACT_OPTION_CHARS] for i in options]
+    return "\n".join([stem, *cut])
