@@ -57,11 +57,13 @@ import torch  # noqa: E402
 
 from orchestra.backends.local import LocalBackend  # noqa: E402
 from orchestra.backends.tiny import CHATML_TOOLS_TEMPLATE, tiny_model, tiny_tokenizer  # noqa: E402
+from orchestra.envs.base import Example  # noqa: E402
+from orchestra.envs.registry import load_suite  # noqa: E402
 from orchestra.envs.routerbench.env import RouterBench, show_answer  # noqa: E402
 from orchestra.envs.routerbench.prompt import compact_prompt  # noqa: E402
-from orchestra.train.config import CheckpointSettings, GRPOConfig, RouterBenchData  # noqa: E402
-from orchestra.train.data import Example, encode_conversation, sample_examples  # noqa: E402
-from orchestra.train.sft import load_env, lora_config  # noqa: E402
+from orchestra.train.config import GRPOConfig  # noqa: E402
+from orchestra.train.data import encode_conversation  # noqa: E402
+from orchestra.train.sft import lora_config  # noqa: E402
 from orchestra.types import Message, ToolCall  # noqa: E402
 
 _PLAIN_TURN = "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -210,13 +212,13 @@ def teach_script(model: Any, tokenizer: Any, env: RouterBench, examples: list[Ex
 
 
 def grpo_config(args: argparse.Namespace, output_dir: Path) -> GRPOConfig:
-    return GRPOConfig(
-        data=RouterBenchData(max_tasks=args.tasks), output_dir=str(output_dir), steps=args.warmup + args.steps,
-        group_size=args.group_size, prompts_per_step=args.prompts_per_step, temperature=1.0,
-        max_turns=args.max_turns, max_tokens_per_turn=args.max_tokens, seed=args.seed,
-        checkpoint=CheckpointSettings(every_steps=10_000),
-        disagreement_share=None,  # the tasks as sampled, the same list TRL's path gets
-    )
+    return GRPOConfig.model_validate({
+        "envs": [{"name": "routerbench", "dev_fraction": 0.2, "max_tasks": args.tasks}],
+        "output_dir": str(output_dir), "steps": args.warmup + args.steps, "group_size": args.group_size,
+        "prompts_per_step": args.prompts_per_step, "temperature": 1.0, "max_turns": args.max_turns,
+        "max_tokens_per_turn": args.max_tokens, "seed": args.seed, "checkpoint": {"every_steps": 10_000},
+        "balance_tasks": False,  # the tasks as sampled, the same list TRL's path gets
+    })
 
 
 def run_ours(args: argparse.Namespace, model: Any, tokenizer: Any, out: Path) -> Recorder:
@@ -383,8 +385,9 @@ def main() -> None:
     args.tasks = 2 * args.prompts_per_step * (args.warmup + args.steps)
     started = time.perf_counter()
 
-    env = load_env(RouterBenchData(max_tasks=args.tasks), "train")
-    examples = sample_examples(env, grpo_config(args, Path(".")).preferences, args.seed, args.tasks)
+    suite = load_suite(grpo_config(args, Path(".")).envs[0].config)
+    env = suite.training_env
+    examples = suite.training_examples(args.seed, args.tasks)
     tokenizer = build_tokenizer(env, examples, with_parser=False, schemas=args.tool_schemas)
     torch.manual_seed(args.seed)
     model = tiny_model(tokenizer, seed=args.seed, hidden_size=args.hidden_size)
