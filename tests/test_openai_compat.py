@@ -311,9 +311,15 @@ async def test_f6_thirty_percent_5xx_still_finishes_99_percent_of_episodes(serve
     # 2-core machine, 8 consecutive injected 503s or a 2 s stall can happen by chance and would fail episodes.
     backend = make(server.base_url, max_attempts=6, backoff_base_s=0.002, backoff_cap_s=0.01, timeout_s=20.0,
                    breaker_threshold=1000)
-    trajectories = await asyncio.gather(*(_episode(backend) for _ in range(100)))
-    finished = sum(t.termination is Termination.FINAL_MESSAGE and t.final_answer == "5" for t in trajectories)
-    assert finished >= 99
+    # With 6 attempts a call is lost with probability 0.3**6 (0.07%), an episode of two calls with 0.15%. Over 400
+    # episodes the 1% allowance is 4 failures; more than that happens by chance about once in 2,000 runs (100
+    # episodes allowing 1 failure flaked about once in 100).
+    episodes = 400
+    trajectories = await asyncio.gather(*(_episode(backend) for _ in range(episodes)))
+    lost = [t.termination for t in trajectories if not (t.termination is Termination.FINAL_MESSAGE
+                                                         and t.final_answer == "5")]
+    assert len(lost) <= 0.01 * episodes, lost
+    finished = episodes - len(lost)
     failures = len(server.requests) - 2 * finished
     assert failures >= 0.2 * len(server.requests)  # the faults really were injected
 
