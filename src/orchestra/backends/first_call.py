@@ -8,7 +8,9 @@ model makes every choice in it:
 2. the tool name is the offered name the model finds most likely, read token by token from its own next-token
    distribution over the names still possible (one forward pass per token where the names diverge);
 3. `", "arguments": {` and, for each *required* parameter of that tool's schema in order, its key are forced; the
-   model writes each value (a string up to its closing quote, anything else up to `,` or `}`);
+   model writes each value (a string up to its closing quote, anything else up to `,` or `}`), except that a value
+   the schema restricts to a list of strings (`enum`, e.g. the expert alias of `answer`) is chosen among them the way
+   the tool name is;
 4. `}}\\n</tool_call>` and the end-of-turn token close the reply.
 Nothing in it knows about any particular tool or question. Optional parameters are left out.
 
@@ -61,6 +63,12 @@ async def required_call(backend: Any, prompt_ids: Sequence[int], tools: Sequence
     schema = spec.parameters or {}
     properties = schema.get("properties") or {}
     for i, key in enumerate(k for k in schema.get("required") or [] if k in properties):
+        choices = properties[key].get("enum")
+        if choices and all(isinstance(c, str) for c in choices):
+            reply.force((", " if i else "") + json.dumps(key) + ': "')
+            value = await _most_likely(backend, [*prompt_ids, *reply.ids], choices)
+            reply.force(json.dumps(value)[1:-1] + '"')
+            continue
         is_string = properties[key].get("type") == "string"
         reply.force((", " if i else "") + json.dumps(key) + ": " + ('"' if is_string else ""))
         budget = sampling.max_tokens - len(reply.ids) - len(backend._encode(_CLOSING)) - 2
@@ -80,23 +88,28 @@ async def required_call(backend: Any, prompt_ids: Sequence[int], tools: Sequence
 
 
 async def _choose_tool(backend: Any, ids: list[int], tools: Sequence[ToolSpec]) -> ToolSpec:
-    """The offered tool whose name the model rates most likely, decided token by token where names diverge."""
-    names = {t.name: tuple(backend._encode(t.name)) for t in tools}
+    """The offered tool whose name the model rates most likely."""
+    by_name = {t.name: t for t in tools}
+    return by_name[await _most_likely(backend, ids, list(by_name))]
+
+
+async def _most_likely(backend: Any, ids: list[int], options: Sequence[str]) -> str:
+    """The option the model rates most likely after `ids`, decided token by token where the options diverge."""
+    names = {o: tuple(backend._encode(o)) for o in options}
     chosen: list[int] = []
     while len(names) > 1:
         position = len(chosen)
-        options = {tokens[position] for tokens in names.values() if len(tokens) > position}
-        if not options:
+        tokens_here = {tokens[position] for tokens in names.values() if len(tokens) > position}
+        if not tokens_here:
             break
-        if len(options) == 1:
-            best = next(iter(options))
+        if len(tokens_here) == 1:
+            best = next(iter(tokens_here))
         else:
             scores = await asyncio.to_thread(_next_token_logits, backend, [*ids, *chosen])
-            best = max(options, key=lambda token: scores[token])
+            best = max(tokens_here, key=lambda token: scores[token])
         chosen.append(best)
         names = {n: t for n, t in names.items() if len(t) > position and t[position] == best}
-    by_name = {t.name: t for t in tools}
-    return by_name[next(iter(names))] if names else tools[0]
+    return next(iter(names)) if names else options[0]
 
 
 def _next_token_logits(backend: Any, ids: list[int]) -> list[float]:
