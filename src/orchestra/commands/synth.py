@@ -52,3 +52,62 @@ def export_command(
         typer.echo(f"{name}: {s['tasks']} tasks, {s['steps']} steps, write share {s['write_share']:.2f}, "
                    f"rejected: {reasons}")
     typer.echo(f"{count} tasks -> {out} (statistics: {out.name}.stats.json)")
+
+
+@app.command("llm")
+def llm_command(
+    domain: Annotated[str, typer.Option("--domain", help="What the domain is about, e.g. car_rental.")],
+    model: Annotated[str, typer.Option("--model", help="NAME (with --base-url), http(s)://URL (with "
+                                                      "--endpoint-model), or bundled (SmolLM2 in this process).")],
+    out: Annotated[Path, typer.Option("--out", help="The domain folder to write (its .cache/ makes reruns resume).")],
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint of --model, e.g. "
+                                                                    "http://127.0.0.1:8000/v1.")] = None,
+    endpoint_model: Annotated[str | None, typer.Option(help="Model name served at an http(s) --model.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Second model for the realism check (same forms; "
+                                                         "default: --model).")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of --judge-model (default: --base-url).")
+                              ] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the endpoint's key.")] = None,
+    prices: Annotated[Path | None, typer.Option(help="Price YAML laid over the packaged table.")] = None,
+    tables: Annotated[int, typer.Option("--tables", help="Tables to design.")] = 3,
+    records: Annotated[int, typer.Option("--records", help="Records per table.")] = 6,
+    tasks: Annotated[int, typer.Option("--tasks", help="Customer intents (each gives at most one task, plus its "
+                                                       "evolved version).")] = 6,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the sampling and every random choice.")] = 0,
+    batch: Annotated[int, typer.Option(help="Records per model call.")] = 5,
+    attempts: Annotated[int, typer.Option(help="Tries per table, schema and tool.")] = 2,
+    evolve: Annotated[bool, typer.Option(help="Also make a harder version of each task.")] = True,
+    concurrency: Annotated[int, typer.Option(help="Model calls in flight.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per model answer.")] = 768,
+    timeout_s: Annotated[float, typer.Option(help="Per-attempt HTTP timeout.")] = 120.0,
+) -> None:
+    """Synthesize a domain from nothing with an LLM: tables, schema, records, tools, tasks (resumable)."""
+    import asyncio
+
+    from orchestra.synth.llm.endpoints import check_reachable, resolve_model
+    from orchestra.synth.llm.pipeline import SynthSettings, synthesize_llm
+
+    settings = SynthSettings(domain=domain, out=out, tables=tables, records=records, tasks=tasks, seed=seed,
+                             batch=batch, attempts=attempts, evolve=evolve, concurrency=concurrency)
+    try:
+        settings.check()
+        common = {"endpoint_model": endpoint_model, "api_key_env": api_key_env, "prices": prices,
+                  "temperature": temperature, "max_tokens": max_tokens, "timeout_s": timeout_s}
+        main = resolve_model(model, base_url=base_url, **common)
+        judge = resolve_model(judge_model, base_url=judge_base_url or base_url, flag="--judge-model",
+                              **common) if judge_model else None
+        for m in (main, judge):
+            if m is not None:
+                check_reachable(m)
+        result = asyncio.run(synthesize_llm(settings, main, judge))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for stage, s in result.report["stages"].items():
+        reasons = ", ".join(f"{r} {n}" for r, n in s["reasons"].items()) or "none"
+        typer.echo(f"{stage}: {s['accepted']}/{s['items']} accepted ({s['cached']} from cache), "
+                   f"{s['failed']} failed; rejected: {reasons}")
+    st = result.stats
+    typer.echo(f"{st['domain']}: {st['tasks']} tasks ({st['steps']} steps), {st['tools']} tools, "
+               f"{st['model_calls']} model calls -> {result.folder} (report: rejections.json)")
