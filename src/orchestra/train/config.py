@@ -124,6 +124,11 @@ class SFTConfig(Strict):
     warmup_steps: int = pydantic.Field(4, ge=0, description="Linear warmup steps.")
     seed: int = pydantic.Field(0, description="Seed of sampling, shuffling and initialization.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=CheckpointSettings)
+    run_budget_usd: float | None = pydantic.Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Dollar cap shared by every paid call of the teacher's demonstration episodes (one budget over "
+                    "the run, like `orchestra eval --run-budget-usd`); once spent, calls are refused and those "
+                    "episodes end with termination budget (never kept as demonstrations). None: no cap.")
 
     @pydantic.field_validator("envs", mode="before")
     @classmethod
@@ -162,6 +167,11 @@ class GRPOConfig(Strict):
                            "with LoRA it also makes the backward pass run through every layer, ~3x slower).")
     seed: int = pydantic.Field(0, description="Seed.")
     checkpoint: CheckpointSettings = pydantic.Field(default_factory=lambda: CheckpointSettings(every_steps=4))
+    run_budget_usd: float | None = pydantic.Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Dollar cap shared by every paid call of the rollouts (paid tools, a priced policy): one budget "
+                    "over the run, kept across a resume, split evenly over processes; once spent, paid calls are "
+                    "refused and those episodes end with termination budget. None: no cap.")
     log_tensorboard: bool = pydantic.Field(False, description="Also log to TensorBoard (needs tensorboard).")
     use_vllm: bool = pydantic.Field(
         False, description="Sample rollouts on TRL's vLLM server (`trl vllm-serve --model <start model>`) instead "

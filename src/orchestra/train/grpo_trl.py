@@ -22,12 +22,27 @@ wrapper (`generating_policy`; ZeRO-3 weights gathered while generating); step st
 logged by the main process, which alone writes the orchestrator folder. With `use_vllm`, rollouts are sampled on
 TRL's vLLM server (`orchestra.backends.trl_vllm`) from exact prompt ids, and TRL pushes the weights to the server
 after each optimizer step; the training processes then only score and update.
+
+Run-wide budget (`run_budget_usd`): one `Budget` shared by every rollout of the run (each process holds an equal
+share). Paid calls (tools that charge, a priced policy) reserve on it; once it is spent they are refused and those
+rollouts end with termination budget, while the free local policy keeps sampling. What was spent is written after
+every step (`run_budget.<process>.json`) and booked again on resume, so a killed and resumed run stays under one cap
+(less only what the step in flight at the kill spent). A rollout the budget stopped before the policy's first
+reply has no tokens to train on: the step fails with `BudgetExceeded`, naming the cap.
+
+Rollout sampling RNG (RELIABILITY R6): before each step's rollouts the policy's sampling seed is reset from
+(seed, step, process), and each rollout's draws come from its own generator seeded from it, so a run killed after
+checkpoint k and resumed samples the same completions at step k + 1 as an uninterrupted run, given the weights TRL's
+checkpoint restores (tests/test_checkpoint.py). Limit: equality holds only as far as batched generation is
+deterministic on the device; the micro-batcher may group a step's requests differently when their arrival order
+changes, and a row's floating-point result can depend on its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,13 +57,22 @@ from typing import Any
 import torch
 
 from orchestra.envs.base import Example
-from orchestra.errors import ConfigError
+from orchestra.errors import BudgetExceeded, ConfigError
+from orchestra.rollout.budget import Budget
 from orchestra.train.config import GRPOConfig
 from orchestra.train.export import save_orchestrator
 from orchestra.train.metrics import MetricsLogger
-from orchestra.train.mixture import TrainingEnv, load_mixture, shares
+from orchestra.train.mixture import (
+    TrainingEnv,
+    book_earlier_spend,
+    load_mixture,
+    run_budget,
+    save_spend,
+    shares,
+)
 from orchestra.train.rollout import ScoredGroup, collect_groups, to_sequence
 from orchestra.train.sft import load_policy_model, lora_config, resolve_device, trained_meta
+from orchestra.types import Termination
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -73,6 +97,7 @@ def rollout_stats(groups: list[ScoredGroup]) -> dict[str, float]:
         "cost_usd": fmean(r.trajectory.cost_usd for r in results),
         "format_errors": fmean(float(r.trajectory.format_errors) for r in results),
         "kept_groups": fmean(float(any(x is not None for x in g.rewards)) for g in groups),
+        "budget_stopped": fmean(float(r.trajectory.termination == Termination.BUDGET) for r in results),
     }
     stats.update({f"share/{name}": n / total_calls for name, n in calls.most_common(4)})
     return stats
@@ -115,12 +140,16 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     pool = task_pool(mixture, config)
     by_id = {f"{k}:{e.task.id}": (k, e) for k, e in pool}
     backend = backend or load_policy_model(config.model, seed=config.seed)
-    settings = [env.settings(max_turns=config.max_turns, turn_tokens=config.max_tokens_per_turn,
-                             temperature=config.temperature) for env in mixture]
     out = Path(config.output_dir)
     history: list[dict[str, float]] = []
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resume_step = int(checkpoints[-1].name.split("-")[-1]) if checkpoints else 0
+    budget = run_budget(config.run_budget_usd, _world_size())
+    budget_file = out / f"run_budget.{os.environ.get('RANK', '0')}.json"
+    if budget is not None and resume_step:
+        book_earlier_spend(budget, budget_file)
+    settings = [dataclasses.replace(env.settings(max_turns=config.max_turns, turn_tokens=config.max_tokens_per_turn,
+                                                 temperature=config.temperature), budget=budget) for env in mixture]
     # Steps after the checkpoint are trained (and logged) again; a fresh start (0) drops an older run's lines.
     # One writer: under `accelerate launch` the main process logs the stats of all processes' rollouts.
     metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step) if _is_main_process() else None
@@ -146,6 +175,9 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         else:
             with generating_policy(trainer, backend):
                 groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
+        if budget is not None:
+            _check_budget_left_tokens(groups, budget)
+            save_spend(budget, budget_file)
         stats = merged_stats(accelerator, rollout_stats(groups))
         stats["rollout_s"] = time.perf_counter() - started
         if clock:  # the previous step's rollouts + optimizer step, measured from its rollout start
@@ -318,6 +350,17 @@ async def _collect(mixture: list[TrainingEnv], settings: list[Any], chosen: list
         tool_names=list(mixture[k].suite.reward_tools), min_group_std=min_group_std) for k in envs))
     by_env = {k: iter(groups) for k, groups in zip(envs, runs, strict=True)}
     return [next(by_env[k]) for k, _ in chosen]
+
+
+def _check_budget_left_tokens(groups: list[ScoredGroup], budget: Budget) -> None:
+    """A rollout stopped by the budget before the policy's first reply has nothing to train on: fail the step."""
+    for g in groups:
+        for r in g.results:
+            if not r.trajectory.turns and r.trajectory.termination == Termination.BUDGET:
+                raise BudgetExceeded(
+                    f"run_budget_usd: the run-wide budget (${budget.limit_usd:.6f} in this process; "
+                    f"${budget.spent_usd:.6f} spent, ${budget.disputed_usd:.6f} disputed) refused the policy's own "
+                    f"call in rollout {r.task.id}; raise run_budget_usd or leave the policy unpriced")
 
 
 def _check_trl_fields(fields: dict[str, Any], trl_config: Any) -> None:

@@ -10,14 +10,19 @@ Demonstration sources (`collect_demonstrations`):
 - `teacher`: any `ChatBackend` (e.g. a strong model at an OpenAI-compatible endpoint) run through the episode loop
   with the environment's own compact prompt and observation format, `attempts` episodes per task; only solved
   episodes are kept (the paper's way of making SFT data). The endpoint is checked before anything else runs.
+  A run-wide `Budget` (`run_budget_usd`) caps what every teacher episode together may spend; an episode the cap
+  stopped is never kept, not even with `keep_unsolved` (it shows the cap, not the teacher).
 A demonstration's messages are exactly what the student will read, whatever produced them: the same prompt builder
 and observation renderer run at training and at evaluation.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestra.backends.base import ChatBackend, Sampling
 from orchestra.config import ModelEndpoint
@@ -25,7 +30,9 @@ from orchestra.envs.base import Demonstration, Example, Suite
 from orchestra.errors import ConfigError
 from orchestra.preferences import Limits
 from orchestra.rollout.batch import EpisodeSettings, run_many
+from orchestra.rollout.budget import Budget
 from orchestra.task import InstancePolicy
+from orchestra.types import Termination
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,42 @@ def shares(total: int, weights: Sequence[float]) -> list[int]:
     return counts
 
 
+def run_budget(limit_usd: float | None, processes: int = 1) -> Budget | None:
+    """The run-wide budget of a training command (None: no cap). Each of `processes` gets an equal share, so the
+    processes together stay under `limit_usd` without talking to each other."""
+    if limit_usd is None:
+        return None
+    return Budget(limit_usd / processes)
+
+
+def book_earlier_spend(budget: Budget, path: Path) -> None:
+    """Book what this process's earlier runs spent (a resumed run continues under the same cap)."""
+    try:
+        earlier = json.loads(path.read_text())
+        spent, disputed = float(earlier["spent_usd"]), float(earlier["disputed_usd"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); it records what the run has spent, so a resume cannot "
+                          "keep the run_budget_usd cap without it") from None
+    held = budget.reserve(min(spent, budget.limit_usd))
+    budget.settle(held, spent + disputed)  # beyond the reservation: disputed again, as it was
+
+
+def save_spend(budget: Budget, path: Path) -> None:
+    """Write what the run has spent so far (atomically: a kill leaves the previous figure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps({"limit_usd": budget.limit_usd, "spent_usd": budget.spent_usd,
+                                "disputed_usd": budget.disputed_usd}))
+    os.replace(temp, path)
+
+
 async def collect_demonstrations(mixture: Sequence[TrainingEnv], n: int, seed: int, *, source: str = "env",
                                  teacher: ChatBackend | InstancePolicy | None = None, attempts: int = 1,
-                                 keep_unsolved: bool = False) -> list[Demonstration]:
-    """`n` demonstrations over the mixture, each environment contributing its share (see the module docstring)."""
+                                 keep_unsolved: bool = False, budget: Budget | None = None) -> list[Demonstration]:
+    """`n` demonstrations over the mixture, each environment contributing its share (see the module docstring).
+    `budget` is shared by every teacher episode."""
     out: list[Demonstration] = []
     for env, count in zip(mixture, shares(n, [e.weight for e in mixture]), strict=True):
         if count == 0:
@@ -82,23 +121,26 @@ async def collect_demonstrations(mixture: Sequence[TrainingEnv], n: int, seed: i
         if source == "teacher":
             if teacher is None:
                 raise ConfigError("demonstrations.teacher: required when source is teacher")
-            demos = await teacher_demonstrations(env, examples, teacher, attempts, keep_unsolved=keep_unsolved)
+            demos = await teacher_demonstrations(env, examples, teacher, attempts, keep_unsolved=keep_unsolved,
+                                                 budget=budget)
         elif env.suite.demonstrate is None:
             raise ConfigError(f"{env.suite.name}: has no demonstration source of its own; use "
                               "demonstrations.source: teacher")
         else:
             demos = await env.suite.demonstrate(examples)
         if not demos:
-            raise ConfigError(f"{env.suite.name}: no demonstration could be made (no solved episode)")
+            spent = f"; the run budget is spent (${budget.spent_usd:.6f} of ${budget.limit_usd:.6f})" if (
+                budget is not None and budget.remaining_usd < budget.limit_usd) else ""
+            raise ConfigError(f"{env.suite.name}: no demonstration could be made (no solved episode{spent})")
         out += env.suite.choose(demos, count, seed)
     return out
 
 
 async def teacher_demonstrations(env: TrainingEnv, examples: Sequence[Example],
                                  teacher: ChatBackend | InstancePolicy, attempts: int = 1, concurrency: int = 8,
-                                 keep_unsolved: bool = False) -> list[Demonstration]:
-    """The solved episodes (all of them with `keep_unsolved`) of `teacher` on `examples`, each tried `attempts`
-    times with sampling seeds 0.. ."""
+                                 keep_unsolved: bool = False, budget: Budget | None = None) -> list[Demonstration]:
+    """The solved episodes (all of them with `keep_unsolved`, less those the budget stopped) of `teacher` on
+    `examples`, each tried `attempts` times with sampling seeds 0.. ; every episode draws on `budget`."""
     out: list[Demonstration] = []
     for attempt in range(attempts):
         settings = env.settings(temperature=0.0 if attempts == 1 else 0.7)
@@ -107,9 +149,10 @@ async def teacher_demonstrations(env: TrainingEnv, examples: Sequence[Example],
                                    sampling=Sampling(temperature=settings.sampling.temperature, seed=attempt,
                                                      max_tokens=max(settings.sampling.max_tokens, 512)))
         results = await run_many(env.suite.training_env, [e.task for e in examples], teacher, settings,
-                                 concurrency=concurrency, preferences=[e.preferences for e in examples])
+                                 concurrency=concurrency, preferences=[e.preferences for e in examples],
+                                 budget=budget)
         out += [(e, r.trajectory) for e, r in zip(examples, results, strict=True)
-                if r.outcome.solved or keep_unsolved]
+                if r.outcome.solved or (keep_unsolved and r.trajectory.termination != Termination.BUDGET)]
     return out
 
 

@@ -152,8 +152,10 @@ def _demonstrations(config: SFTConfig, mixture: Sequence[TrainingEnv], teacher: 
                     accelerator: Any) -> list[Any]:
     """The picked (example, trajectory) pairs, made once by the main process and sent to the others: a teacher is
     asked once, and every process trains on the same demonstrations."""
+    from orchestra.train.mixture import run_budget as mixture_budget
+
     picked: list[Any] | None = None
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # the main process alone asks the teacher, so it holds the whole budget
         source = config.demonstrations
         if source.source == "teacher" and teacher is None:
             if source.teacher is None:
@@ -163,7 +165,8 @@ def _demonstrations(config: SFTConfig, mixture: Sequence[TrainingEnv], teacher: 
             teacher = teacher_backend(source.teacher)
         picked = asyncio.run(collect_demonstrations(mixture, config.examples, config.seed, source=source.source,
                                                     teacher=teacher, attempts=source.attempts,
-                                                    keep_unsolved=source.keep == "all"))
+                                                    keep_unsolved=source.keep == "all",
+                                                    budget=mixture_budget(config.run_budget_usd)))
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
