@@ -3,6 +3,7 @@
 R6: a real training loop in a subprocess checkpoints every k steps, is killed with SIGKILL at step k + 1, resumes,
 and ends with weights, optimizer, scheduler, metrics and data position equal bit for bit to an uninterrupted run.
 R8: a disk-full error during a save raises loudly and leaves the previous checkpoint intact and loadable.
+R6 for GRPO (slow): killed during step k + 1 and resumed, it samples the same rollouts as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,3 +288,131 @@ def test_metrics_corruption_in_the_middle_is_an_error(tmp_path):
         read_metrics(path)
     with pytest.raises(TypeError):
         MetricsLogger(tmp_path / "x.jsonl").log(1, {"bad": object()})
+
+
+# ---- R6 for GRPO: the rollout sampling RNG ----------------------------------------------------------------------
+
+GRPO_RUN = textwrap.dedent(
+    """
+    # train_grpo on a tiny random policy, as `orchestra train grpo` runs it; writes every step's sampled completions
+    # to <out>/completions.jsonl (after that step's rollouts) and stops dead at step `hang_at` (the test kills it).
+    import json, sys, time
+    from pathlib import Path
+    import torch
+    from orchestra.backends.local import LocalBackend
+    from orchestra.envs.base import Suite
+    from orchestra.rollout.guard import wrap_untrusted
+    from orchestra.rollout.prompt import default_prompt
+    from orchestra.task import Instance, Task
+    from orchestra.train import grpo_trl
+    from orchestra.train.config import GRPOConfig
+    from orchestra.train.mixture import TrainingEnv
+    from orchestra.types import Outcome
+
+    model_dir, out, hang_at, reseed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "reseed"
+    torch.set_num_threads(1)
+
+    class Parity:
+        # Solved when the reply has an even length: rewards differ within a group, so the weights move every step.
+        name = "parity"
+        def start(self, task):
+            async def grade(trajectory):
+                return Outcome(solved=len(trajectory.final_answer or "") % 2 == 0, score=1.0)
+            return Instance(task, [], grade)
+
+    tasks = [Task(f"t{i}", f"Say something about the number {i}.") for i in range(6)]
+    suite = Suite(env=Parity(), tasks=tasks, identity={"env": "parity"}, prompt=default_prompt, prompt_name="default",
+                  observation=wrap_untrusted, observation_name="untrusted", max_turns=1, turn_tokens=12)
+    grpo_trl.load_mixture = lambda entries: [TrainingEnv(suite, 1.0)]
+    collected = []
+    real_collect = grpo_trl.collect_groups
+    async def recording(*args, **kwargs):
+        groups = await real_collect(*args, **kwargs)
+        collected.append([[r.task.id, list(r.trajectory.turns[0].completion.completion_ids)]
+                          for g in groups for r in g.results])
+        return groups
+    grpo_trl.collect_groups = recording
+    backend = LocalBackend.from_pretrained(model_dir, name="tiny", render_tools=False, seed=0)
+    if not reseed:  # the failure R6 guards against: a resumed run draws from a sampling RNG nobody restored
+        backend.reseed = lambda seed: None
+    config = GRPOConfig.model_validate({
+        "lora": {"rank": 0}, "output_dir": str(out), "steps": 4, "group_size": 4, "prompts_per_step": 2,
+        "learning_rate": 0.05, "kl_coef": 0.0, "temperature": 1.0, "max_turns": 1, "max_tokens_per_turn": 12,
+        "min_group_std": 0.0, "checkpoint": {"every_steps": 2, "keep": 2}, "seed": 0})
+    def on_step(step, total, stats):
+        with open(out / "completions.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "rollouts": collected[-1]}) + "\\n")
+        print(f"step {step}", flush=True)
+        if step == hang_at:
+            time.sleep(600)
+    grpo_trl.train_grpo(config, on_step=on_step, backend=backend)
+    print("done", flush=True)
+    """
+)
+
+
+def _grpo(model: Path, out: Path, hang_at: int, reseed: bool = True) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", GRPO_RUN, str(model), str(out), str(hang_at),
+                             "reseed" if reseed else "no-reseed"], env=env, cwd=Path(__file__).parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _completions(out: Path) -> dict[int, list]:
+    """Step -> its rollouts' (task id, sampled ids), the last record of each step winning (a rerun step rewrites)."""
+    by_step: dict[int, list] = {}
+    for line in (out / "completions.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        by_step[record["step"]] = record["rollouts"]
+    return by_step
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    return out
+
+
+@pytest.mark.slow
+def test_r6_grpo_killed_after_checkpoint_k_samples_the_same_completions_at_step_k_plus_1(tmp_path):
+    """GRPO (TRL's trainer, orchestra's rollouts) checkpoints every k=2 steps; a run killed with SIGKILL during step
+    k + 1 and resumed samples, at steps k + 1 and k + 2, exactly the completions (token ids, per task) of an
+    uninterrupted run: TRL's checkpoint restores the weights, optimizer and data position, and the policy's sampling
+    RNG is reset from (seed, step, process) before each step's rollouts. The weights change every step (the
+    rewards differ within groups), so the equality also needs the restored weights. The check can fail: the same
+    resume with the per-step reseed taken away samples different completions."""
+    from tests.envs import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    reference = _grpo(model, tmp_path / "ref", hang_at=-1)
+    victim = _grpo(model, tmp_path / "run", hang_at=3)
+    try:
+        for line in victim.stdout:  # type: ignore[union-attr]
+            if line.strip() == "step 3":
+                break
+        else:
+            pytest.fail("the GRPO run ended before step 3")
+        os.kill(victim.pid, signal.SIGKILL)
+        assert victim.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        victim.kill()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]
+    from safetensors.torch import load_file
+
+    start, trained = load_file(model / "model.safetensors"), load_file(checkpoints / "checkpoint-2" / "model.safetensors")
+    assert any(not torch.equal(start[k], trained[k]) for k in start)  # two optimizer steps moved the weights
+    shutil.copytree(tmp_path / "run", tmp_path / "no-reseed")
+    resumed = _finish(_grpo(model, tmp_path / "run", hang_at=-1))
+    assert [line for line in resumed.splitlines() if line.startswith("step")] == ["step 3", "step 4"]
+    unseeded = _grpo(model, tmp_path / "no-reseed", hang_at=-1, reseed=False)
+    _finish(reference)
+    _finish(unseeded)
+
+    ref, run, bad = _completions(tmp_path / "ref"), _completions(tmp_path / "run"), _completions(tmp_path / "no-reseed")
+    assert sorted(ref) == sorted(run) == [1, 2, 3, 4]
+    assert len(ref[3]) == 8 and len({tuple(ids) for _, ids in ref[3]}) > 1  # 2 tasks x 4 sampled rollouts
+    assert ref[1] != ref[3]  # steps sample differently: not one fixed sample
+    assert run[3] == ref[3] and run[4] == ref[4]  # the resumed run sampled exactly the uninterrupted run's tokens
+    assert [t for t, _ in bad[3]] == [t for t, _ in ref[3]]  # same tasks at step 3 (TRL's data position) ...
+    assert bad[3] != ref[3]  # ... but without the per-step reseed, other completions
