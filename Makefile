@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-quick demo-tools test test-slow test-integration bench lint clean
+.PHONY: demo demo-quick demo-generalize demo-seeds demo-tools test test-slow test-integration bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,16 @@ demo-quick: $(STAMP)
 
 # The learning result on multi-turn tool use: SmolLM2 trained on 8 synthesized ToolScale domains, evaluated on 2
 # held-out ones and on tau mock (about an hour on 2 CPU cores).
+# After `make demo`: its orchestrator under unseen prices, with unseen models, told to avoid each provider (~1 h).
+demo-generalize: $(STAMP)
+	$(BIN)/orchestra demo-generalize
+	mkdir -p docs/results && cp runs/demo-generalize/summary.json docs/results/demo-generalize.json && cp runs/demo-generalize/results.md docs/results/demo-generalize.md
+
+# Untrained vs SFT vs SFT+GRPO over three training seeds (three demo runs with the SFT and untrained evaluations).
+demo-seeds: $(STAMP)
+	$(BIN)/orchestra demo-seeds
+	mkdir -p docs/results && cp runs/demo-seeds/summary.json docs/results/demo-seeds.json && cp runs/demo-seeds/results.md docs/results/demo-seeds.md
+
 demo-tools: $(STAMP)
 	$(BIN)/orchestra demo-tools
 	mkdir -p docs/results && cp runs/demo-tools/summary.json docs/results/demo-tools.json && cp runs/demo-tools/results.md docs/results/demo-tools.md

@@ -99,3 +99,28 @@ def test_example_training_configs_load(name):
     assert env.name == "routerbench" and env.dev_fraction == 0.1
     if "paper" in name:
         assert env.preferences.sampler == "paper" and env.preferences.multiplier_range == (0.25, 4.0)
+
+
+@pytest.mark.parametrize("sampler", ["routerbench", "paper"])
+def test_unseen_models_are_never_offered_in_training_examples_or_demonstrations(env, sampler):
+    unseen = {"yi-34b", "claude-instant", "codellama-34b"}
+    seen = [m for m in env.models if m not in unseen]
+    examples = sample_examples(env, PreferenceMix(sampler=sampler), seed=2, limit=24, models=seen)
+    demos = asyncio.run(collect_demonstrations(env, examples))
+    offered = {m for e in examples for m in e.task.metadata["offered"]}
+    assert offered and not offered & unseen
+    assert not any(m in compact_prompt(e.task, [], e.preferences)[0].content for e in examples for m in unseen)
+    used = Counter(m for _, trajectory in demos for m in trajectory.tool_counts())
+    assert used and not set(used) & unseen
+    everything = sample_examples(env, PreferenceMix(sampler=sampler), seed=2, limit=24)
+    assert any(m in compact_prompt(e.task, [], None)[0].content for e in everything for m in unseen)
+
+
+def test_train_models_naming_an_unknown_model_fails_at_load_with_the_field(data_dir, tmp_path):
+    from orchestra.envs.registry import load_suite
+
+    data = routerbench_head(data_dir, tmp_path, 20)
+    with pytest.raises(ConfigError, match=r"train_models: unknown models \['gpt-5'\]"):
+        load_suite({"name": "routerbench", "data": str(data), "train_models": ["gpt-4", "gpt-5"]})
+    suite = load_suite({"name": "routerbench", "data": str(data), "train_models": ["gpt-4", "yi-34b"]})
+    assert {m for e in suite.examples(0, 10) for m in e.task.metadata["offered"]} == {"gpt-4", "yi-34b"}

@@ -68,6 +68,8 @@ def demo(
     data: Annotated[str | None, typer.Option(help="RouterBench CSV or folder (default: shared data).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
     compare_sft: Annotated[bool, typer.Option(help="Also evaluate the SFT-only start (one more dev pass).")] = False,
+    train_seed: Annotated[int | None, typer.Option(help="Seed of sampling and training only (default: --seed); "
+                                                         "the split stays --seed's.")] = None,
 ) -> None:
     console = Console(width=None if Console().is_terminal else 120)
     plan = QUICK if quick else FULL
@@ -75,9 +77,11 @@ def demo(
     timings: dict[str, float] = {}
     env_cfg = {"name": "routerbench", "data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
 
-    sft_cfg = SFTConfig.model_validate({**plan.sft, "envs": [env_cfg], "seed": seed, "output_dir": str(out / "sft")})
+    trained = seed if train_seed is None else train_seed
+    sft_cfg = SFTConfig.model_validate({**plan.sft, "envs": [env_cfg], "seed": trained,
+                                        "output_dir": str(out / "sft")})
     grpo_cfg = GRPOConfig.model_validate({
-        **plan.grpo, "envs": [env_cfg], "seed": seed, "output_dir": str(out / "grpo"),
+        **plan.grpo, "envs": [env_cfg], "seed": trained, "output_dir": str(out / "grpo"),
         "model": {"kind": "local", "path": str(out / "sft" / "orchestrator")}})
 
     console.rule("[bold]1. SFT warm start")
@@ -114,6 +118,7 @@ def demo(
                                                           presets["default"])
     summary["timings_s"] = {**timings, "total_s": time.perf_counter() - started}
     summary["quick"] = quick
+    summary["seeds"] = {"split": seed, "training": trained}
     summary["commit"] = current_commit()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(results_markdown(summary))
@@ -210,20 +215,11 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
 
 def _evaluate_all(console: Console, out: Path, final: Path, env_cfg: dict[str, Any], plan: DemoPlan,
                   seed: int, compare_sft: bool) -> tuple[dict[str, tuple[Path, dict[str, Any]]], dict[str, Any]]:
-    from orchestra.backends.base import Sampling
     from orchestra.envs.registry import load_suite
-    from orchestra.evaluate.commands import run_with_progress, slug
-    from orchestra.evaluate.run import preferences_to_dict
-    from orchestra.evaluate.spec import SpecContext, resolve_orchestrator
-    from orchestra.evaluate.store import read_items
-    from orchestra.preferences import Limits
-    from orchestra.rollout.batch import EpisodeSettings
+    from orchestra.evaluate.spec import SpecContext
 
     suite = load_suite(env_cfg, part="dev")
-    tasks = list(suite.tasks)
-    if plan.eval_limit and plan.eval_limit < len(tasks):  # an even subsample keeps the task-type mix
-        stride = len(tasks) / plan.eval_limit
-        tasks = [tasks[int(i * stride)] for i in range(plan.eval_limit)]
+    tasks = dev_tasks(suite, plan.eval_limit)
     ctx = SpecContext(suite, seed)
     avoid = suite.preference_presets[AVOID_PRESET]
     specs: list[tuple[str, str, Any]] = [(f"always:{m}", f"always:{m}", None) for m in suite.models]
@@ -234,23 +230,49 @@ def _evaluate_all(console: Console, out: Path, final: Path, env_cfg: dict[str, A
         specs.append(("sft", str(out / "sft" / "orchestrator"), usual))
     specs += [("orchestra", str(final), usual), ("orchestra+avoid-claude", str(final), avoid)]
     runs: dict[str, tuple[Path, dict[str, Any]]] = {}
-    base_records = None
     for label, spec, prefs in specs:
-        resolved = resolve_orchestrator(spec, ctx)
-        settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
-                                                             sampling=Sampling(max_tokens=suite.turn_tokens)))
-        config = {"env": dict(suite.identity), "spec": spec, "label": label,
-                  "preferences": preferences_to_dict(prefs), "limit": plan.eval_limit}
-        run_dir = out / "runs" / slug(label)
-        if label == "orchestra+avoid-claude":
-            base_records = read_items(out / "runs" / slug("orchestra") / "items.jsonl")
-        results = asyncio.run(run_with_progress(
-            suite.env, tasks, resolved, run_dir, config=config, settings=settings, concurrency=64,
-            base_records=base_records if label == "orchestra+avoid-claude" else None,
-            show=label in ("untrained", "sft", "orchestra", "orchestra+avoid-claude")))
-        runs[label] = (run_dir, results)
-        console.print(f"{label:24s} accuracy {results['accuracy']:.3f}  ${results['cost_per_query_usd']:.6f}/query")
+        reuse = out / "runs" / "orchestra" if label == "orchestra+avoid-claude" else None
+        runs[label] = evaluate_spec(console, suite, tasks, ctx, label, spec, prefs, out / "runs", reuse=reuse,
+                                    limit=plan.eval_limit,
+                                    show=label in ("untrained", "sft", "orchestra", "orchestra+avoid-claude"))
     return runs, dict(suite.preference_presets)
+
+
+def dev_tasks(suite: Any, limit: int | None) -> list[Any]:
+    """The suite's tasks, or an even subsample of `limit` of them (which keeps the task-type mix)."""
+    tasks = list(suite.tasks)
+    if limit and limit < len(tasks):
+        stride = len(tasks) / limit
+        tasks = [tasks[int(i * stride)] for i in range(limit)]
+    return tasks
+
+
+def evaluate_spec(console: Console, suite: Any, tasks: list[Any], ctx: Any, label: str, spec: str, prefs: Any,
+                  runs_dir: Path, *, reuse: Path | None = None, limit: int | None = None,
+                  show: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Evaluate one orchestrator spec under `prefs` into `runs_dir/<label>` (resumable item by item).
+
+    `reuse`: a run of the same orchestrator without the preference, whose episodes that never called a model the
+    preference rules out are taken as they are (the preference cannot have changed them)."""
+    from orchestra.backends.base import Sampling
+    from orchestra.evaluate.commands import run_with_progress, slug
+    from orchestra.evaluate.run import preferences_to_dict
+    from orchestra.evaluate.spec import resolve_orchestrator
+    from orchestra.evaluate.store import read_items
+    from orchestra.preferences import Limits
+    from orchestra.rollout.batch import EpisodeSettings
+
+    resolved = resolve_orchestrator(spec, ctx)
+    settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
+                                                         sampling=Sampling(max_tokens=suite.turn_tokens)))
+    config = {"env": dict(suite.identity), "spec": spec, "label": label,
+              "preferences": preferences_to_dict(prefs), "limit": limit}
+    run_dir = runs_dir / slug(label)
+    base_records = read_items(reuse / "items.jsonl") if reuse is not None else None
+    results = asyncio.run(run_with_progress(suite.env, tasks, resolved, run_dir, config=config, settings=settings,
+                                            concurrency=64, base_records=base_records, show=show))
+    console.print(f"{label:24s} accuracy {results['accuracy']:.3f}  ${results['cost_per_query_usd']:.6f}/query")
+    return run_dir, results
 
 
 def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def load(config: Config) -> Suite:
         split_rows,
     )
     from orchestra.envs.routerbench.prompt import compact_prompt
+    from orchestra.errors import ConfigError
     from orchestra.paths import shared_data
     from orchestra.rollout.guard import plain
 
@@ -42,6 +43,10 @@ def load(config: Config) -> Suite:
     stats = ModelStats.fit(train)
     env = RouterBench(chosen, stats)
     train_env = env if part == "train" or not config.dev_fraction else RouterBench(train, stats)
+    unknown = sorted(set(config.train_models or ()) - set(env.models))
+    if unknown or config.train_models == []:
+        raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(env.models)})"
+                          if unknown else "routerbench train_models: name at least one model (or leave it unset)")
     tasks = env.tasks()
     if config.recorded_prices:
         factors = _factors(config.recorded_prices, stats, env.models)
@@ -51,9 +56,12 @@ def load(config: Config) -> Suite:
     identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
                 "dev_fraction": config.dev_fraction, "seed": config.seed,
                 "recorded_prices": {m: p.model_dump(exclude_none=True) for m, p in config.recorded_prices.items()}}
+    if config.train_models is not None:
+        identity["train_models"] = sorted(config.train_models)
 
     def examples(seed: int, limit: int | None) -> list[Any]:
-        return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks)
+        return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks,
+                                        config.train_models)
 
     async def demonstrate(chosen_examples: Any) -> list[Any]:
         return await training.collect_demonstrations(train_env, chosen_examples)

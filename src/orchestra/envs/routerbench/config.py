@@ -75,6 +75,10 @@ class Config(Strict):
                                           "flat $ per call (`recorded:` in an `orchestra eval --prices` file). The "
                                           "evaluated tasks are repriced and their prompts show the new prices; what "
                                           "was fit on the training part (baselines, demonstrations) is not.")
+    train_models: list[str] | None = pydantic.Field(
+        None, description="Training: offer only these models in training examples (default: all); the others are "
+                          "unseen until an evaluation offers them (every model is described by training-part "
+                          "statistics either way).")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")

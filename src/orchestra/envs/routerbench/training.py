@@ -44,27 +44,33 @@ def default_preference(cost_weight: float = 0.5) -> Preferences:
     return Preferences(outcome=1.0, cost=cost_weight)
 
 
-def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int | None = None) -> list[Example]:
+def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int | None = None,
+                    models: Sequence[str] | None = None) -> list[Example]:
     """Every task of `env` (or the first `limit` after a seeded shuffle) with its sampled preference (and, with the
-    paper sampler, its offered models and prices). Each draw is seeded by (seed, task id)."""
+    paper sampler, its offered models and prices). Each draw is seeded by (seed, task id). `models`: offer only
+    these (the others stay unseen in training)."""
     tasks = list(env.tasks())
     random.Random(seed).shuffle(tasks)
     if limit is not None:
         tasks = tasks[:limit]
+    if models is not None:
+        tasks = [env.offer(task, models) for task in tasks]
     if mix.sampler == "paper":
-        return paper_examples(env, tasks, mix, seed)
+        return paper_examples(env, tasks, mix, seed, models)
+    offered = list(models or env.models)
     out = []
     for task in tasks:
         rng = random.Random(f"{seed}/{task.id}")
         if mix.avoid_providers and rng.random() < mix.avoid_share:
-            prefs, avoided = avoid_preference(rng.choice(mix.avoid_providers), env.models, mix.cost_weight)
+            prefs, avoided = avoid_preference(rng.choice(mix.avoid_providers), offered, mix.cost_weight)
             out.append(Example(task, prefs, avoided, "avoid"))
         else:
             out.append(Example(task, default_preference(mix.cost_weight)))
     return out
 
 
-def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, seed: int) -> list[Example]:
+def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, seed: int,
+                   models: Sequence[str] | None = None) -> list[Example]:
     """`tasks` under the paper's scheme (`orchestra.synth.preferences`): offered subset, repricing, P.
 
     RouterBench prices are per query, so the table handed to the sampler holds each model's mean recorded $ per
@@ -79,7 +85,7 @@ def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, 
         avoid_providers=frozenset(mix.avoid_providers) or None,
         price_weights={"base": 1.0 - mix.reprice_share, "multipliers": mix.reprice_share},
         multiplier_range=mix.multiplier_range)
-    candidates = candidates_from(env.models, PROVIDERS)
+    candidates = candidates_from(models or env.models, PROVIDERS)
     out = []
     for task in tasks:
         sample = sample_for_example(seed, task.id, candidates, table, distribution)

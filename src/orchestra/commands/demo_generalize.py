@@ -1,0 +1,189 @@
+"""`orchestra demo-generalize`: what a router fit once cannot do, measured on the RouterBench dev part.
+
+1. Unseen prices. The dev part is evaluated under repricings no policy was fit on (`REPRICINGS`: gpt-4 at one fifth
+   of its price, mixtral ten times dearer). The orchestrators read the new prices in their prompt; the cascade and
+   the kNN router stay as they were fit on the training part's recorded prices, and pay the new ones.
+   Two orchestrators: the demo's (`make demo`, trained at the recorded prices) and one trained with the paper's
+   price randomization (`sampler: paper`: per example a random subset of the models, prices scaled by log-uniform
+   factors, a preference family), trained here with the demo's SFT settings (SFT only).
+2. Unseen models: an orchestrator trained (SFT, the demo's settings) with `UNSEEN` never offered is evaluated with
+   all 11, each described by its training-part price: does it call the unseen ones where they pay off? Compared
+   with the demo's orchestrator, trained with all 11.
+3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
+   four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
+   provider, and the accuracy lost against no instruction.
+
+Every stage resumes when rerun (a finished training is kept; evaluations resume item by item). Writes
+OUT/summary.json and OUT/results.md (the tables, rendered from the summary alone, which docs quote verbatim).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from orchestra.commands.demo import FULL, QUICK, _done, _run_sft, current_commit, dev_tasks, evaluate_spec
+from orchestra.errors import ConfigError
+from orchestra.train.config import SFTConfig
+
+REPRICINGS: dict[str, dict[str, dict[str, float]]] = {
+    "recorded prices": {},
+    "gpt-4 at 1/5 of its price": {"gpt-4": {"factor": 0.2}},
+    "mixtral 10x dearer": {"mixtral": {"factor": 10.0}},
+}
+"""Price settings of the unseen-pricing table: per model, a factor on its recorded cost (`recorded_prices`)."""
+UNSEEN = ("yi-34b", "claude-instant", "codellama-34b")
+"""Models held out of the unseen-models training: yi-34b is the cheap model the demonstrations lean on most."""
+AVOIDED = {"claude": "anthropic", "gpt": "openai", "mistral": "mistral", "llama": "meta"}
+"""The avoid presets evaluated (preset `avoid-<key>`) and the provider each rules out."""
+PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper")
+LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
+          "knn": "knn router (fit at recorded prices)", "orchestra": "orchestra (demo: trained at recorded prices)",
+          "orchestra-paper": "orchestra (trained with price randomization, SFT)",
+          "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)"}
+
+
+def demo_generalize(
+    orchestrator: Annotated[Path, typer.Option(help="The demo's orchestrator folder (make demo writes it).")] = Path(
+        "runs/demo/orchestrator"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo-generalize"),
+    data: Annotated[str | None, typer.Option(help="RouterBench CSV or folder (default: shared data).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split (the demo's), sampling and training.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny random model, 60 dev rows: a smoke test.")] = False,
+) -> None:
+    console = Console(width=None if Console().is_terminal else 120)
+    if not _done(orchestrator):
+        raise ConfigError(f"--orchestrator {orchestrator}: no trained orchestrator there (orchestra.json and "
+                          "model.safetensors); run `make demo` first or pass the folder of one")
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    env_cfg: dict[str, Any] = {"name": "routerbench", "data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
+
+    console.rule("[bold]1. SFT with the paper's price randomization")
+    t = time.perf_counter()
+    paper = out / "paper" / "sft" / "orchestrator"
+    if not _done(paper):
+        paper_env = {**env_cfg, "preferences": {"sampler": "paper"}}
+        cfg = SFTConfig.model_validate({**plan.sft, "envs": [paper_env], "seed": seed,
+                                        "output_dir": str(out / "paper" / "sft")})
+        _run_sft(console, cfg, plan)
+    else:
+        console.print(f"kept {paper}")
+    timings = {"sft_paper_s": time.perf_counter() - t}
+
+    console.rule("[bold]2. SFT with three models never offered")
+    t = time.perf_counter()
+    unseen = out / "unseen" / "sft" / "orchestrator"
+    if not _done(unseen):
+        from orchestra.envs.routerbench.env import ALIASES
+
+        seen = [m for m in ALIASES.values() if m not in UNSEEN]
+        cfg = SFTConfig.model_validate({**plan.sft, "envs": [{**env_cfg, "train_models": seen}], "seed": seed,
+                                        "output_dir": str(out / "unseen" / "sft")})
+        _run_sft(console, cfg, plan)
+    else:
+        console.print(f"kept {unseen}")
+    timings["sft_unseen_s"] = time.perf_counter() - t
+
+    console.rule("[bold]3. Unseen prices and unseen models")
+    t = time.perf_counter()
+    specs = {"always:gpt-4": "always:gpt-4", "cascade": "cascade", "knn": "knn", "orchestra": str(orchestrator),
+             "orchestra-paper": str(paper), "orchestra-unseen": str(unseen)}
+    prices = {name: _evaluate_prices(console, out, env_cfg, factors, specs, plan, seed)
+              for name, factors in REPRICINGS.items()}
+    timings["prices_s"] = time.perf_counter() - t
+
+    console.rule("[bold]4. Avoiding each provider")
+    t = time.perf_counter()
+    avoid = _evaluate_avoid(console, out, env_cfg, str(orchestrator), plan, seed)
+    timings["avoid_s"] = time.perf_counter() - t
+
+    summary = {"prices": prices, "avoid": avoid, "repricings": REPRICINGS, "unseen_models": list(UNSEEN), "quick": quick,
+               "timings_s": {**timings, "total_s": time.perf_counter() - started}, "commit": current_commit()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(results_markdown(summary))
+    console.print(results_markdown(summary), markup=False)
+
+
+def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], factors: dict[str, Any],
+                     specs: dict[str, str], plan: Any, seed: int) -> dict[str, Any]:
+    from orchestra.envs.registry import load_suite
+    from orchestra.evaluate.commands import slug
+    from orchestra.evaluate.spec import SpecContext
+
+    suite = load_suite({**env_cfg, "recorded_prices": factors}, part="dev")
+    tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
+    usual = suite.preference_presets["default"]
+    runs_dir = out / "runs" / slug(next(k for k, v in REPRICINGS.items() if v == factors))
+    table = {}
+    labels = PRICE_POLICIES + (("orchestra-unseen",) if not factors else ())
+    for label in labels:
+        prefs = usual if label.startswith("orchestra") else None
+        _, r = evaluate_spec(console, suite, tasks, ctx, label, specs[label], prefs, runs_dir, limit=plan.eval_limit)
+        table[label] = {"accuracy": r["accuracy"], "cost_per_query_usd": r["cost_per_query_usd"],
+                        "calls": r.get("calls", {}).get("share", {})}
+    return table
+
+
+def _evaluate_avoid(console: Console, out: Path, env_cfg: dict[str, Any], orchestrator: str, plan: Any,
+                    seed: int) -> dict[str, Any]:
+    from orchestra.envs.registry import load_suite
+    from orchestra.envs.routerbench.env import PROVIDERS
+    from orchestra.evaluate.commands import slug
+    from orchestra.evaluate.spec import SpecContext
+
+    suite = load_suite(env_cfg, part="dev")
+    tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
+    base = out / "runs" / slug("recorded prices") / "orchestra"
+    rows = {}
+    for key, provider in AVOIDED.items():
+        _, r = evaluate_spec(console, suite, tasks, ctx, f"avoid-{key}", orchestrator,
+                             suite.preference_presets[f"avoid-{key}"], out / "runs" / "avoid", reuse=base,
+                             limit=plan.eval_limit)
+        shares = r.get("calls", {}).get("share", {})
+        rows[key] = {"provider": provider, "accuracy": r["accuracy"], "cost_per_query_usd": r["cost_per_query_usd"],
+                     "avoided_share": sum(v for m, v in shares.items() if PROVIDERS.get(m) == provider),
+                     "calls": shares}
+    return rows
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The two tables of one run, from its summary.json alone (docs/demo.md quotes them verbatim; a test checks
+    the committed copy against the committed summary)."""
+    prices = summary["prices"]
+    settings = list(prices)
+    lines = ["| policy | " + " | ".join(f"{s}: accuracy, $/query" for s in settings) + " |",
+             "|---|" + "---|" * len(settings)]
+    for label in PRICE_POLICIES:
+        cells = [f"{prices[s][label]['accuracy']:.3f}, {prices[s][label]['cost_per_query_usd']:.6f}"
+                 for s in settings]
+        lines.append(f"| {LABELS[label]} | " + " | ".join(cells) + " |")
+    lines += ["", "Share of calls per model (orchestrators):", ""]
+    for label in ("orchestra", "orchestra-paper"):
+        for s in settings:
+            top = sorted(prices[s][label]["calls"].items(), key=lambda kv: -kv[1])[:4]
+            lines.append(f"- {LABELS[label]}, {s}: " + ", ".join(f"{m} {v:.0%}" for m, v in top))
+    unseen = set(summary["unseen_models"])
+    lines += ["", "| recorded prices, all 11 models offered | accuracy | $/query | calls to " +
+              ", ".join(sorted(unseen)) + " |", "|---|---|---|---|"]
+    for label in ("orchestra", "orchestra-unseen"):
+        r = prices[settings[0]][label]
+        share = sum(v for m, v in r["calls"].items() if m in unseen)
+        lines.append(f"| {LABELS[label]} | {r['accuracy']:.3f} | {r['cost_per_query_usd']:.6f} | {share:.0%} |")
+    base = prices[settings[0]]["orchestra"]["accuracy"]
+    lines += ["", "| instruction | accuracy | change (points) | $/query | calls to the avoided provider |",
+              "|---|---|---|---|---|", f"| none | {base:.3f} | | "
+              f"{prices[settings[0]]['orchestra']['cost_per_query_usd']:.6f} | |"]
+    for key, r in summary["avoid"].items():
+        lines.append(f'| "Avoid {key} models." | {r["accuracy"]:.3f} | {100 * (r["accuracy"] - base):+.1f} | '
+                     f'{r["cost_per_query_usd"]:.6f} | {r["avoided_share"]:.0%} |')
+    minutes = summary["timings_s"]["total_s"] / 60
+    lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
+                  f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}."]
+    return "\n".join(lines) + "\n"
