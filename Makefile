@@ -50,7 +50,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow"
 
-test-integration: $(STAMP)
+# llama-cpp-python's OpenAI-compatible server, for tests/test_llama_cpp.py (the `llama` extra): pip compiles it from
+# source once (~270 s on 2 cores) and reuses the built wheel from its cache; it is not in `all`, so `make test` and
+# CI never compile it.
+LLAMA_STAMP := $(VENV)/.installed-llama
+
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[llama]"
+	touch $(LLAMA_STAMP)
+
+test-integration: $(STAMP) $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q -m "integration"
 
 bench: $(STAMP)
