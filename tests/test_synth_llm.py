@@ -236,7 +236,7 @@ async def test_correct_code_of_every_planned_tool_passes() -> None:
         table = next(t for t in tables if t.name == p.tool.table)
         params = [x.name for x in p.tool.parameters]
         text = prompts.tool_code("shop", {"signature": p.signature, "contract": p.contract},
-                                 table.model_dump(mode="json"), {})[1].content
+                                 table.model_dump(mode="json"), {})[-1].content
         code = tool_code(p.tool.name, params, table.name, table.key, text)
         static_check(code, p)
         await sandbox_check(code, p, table_def(table), db)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,6 +27,7 @@ from orchestra.synth.llm.cache import Outcome, StageCache, digest
 from orchestra.types import Message
 
 Check = Callable[[str], Awaitable[Any]]
+_FENCE = re.compile(r"```[a-z]*\n")
 
 
 class Rejected(Exception):
@@ -104,23 +106,34 @@ class ItemRunner:
             try:
                 value = await check(completion.text)
             except Rejected as exc:
-                return Outcome(stage=stage, item=item, status="rejected", reason=exc.reason,
+                cut = completion.finish_reason == "length"  # the answer hit max_tokens: say so, not just "bad"
+                return Outcome(stage=stage, item=item, status="rejected",
+                               reason=f"truncated: {exc.reason}" if cut else exc.reason,
                                detail=(exc.detail or completion.text)[:2000])
         return Outcome(stage=stage, item=item, status="accepted", value=value)
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON object or array in `text` (code fences and prose around it allowed), else `Rejected`."""
+    """The JSON object or array that opens `text`'s answer: at its first `{`, its first `[`, or right after a code fence
+    (prose around it allowed), else `Rejected`. Later brackets are not tried: in a truncated answer they open inner
+    objects, which would pass for the answer."""
     decoder = json.JSONDecoder()
-    for start, char in enumerate(text):
-        if char in "{[":
-            try:
-                value, _ = decoder.raw_decode(text, start)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict | list):
-                return value
+    starts = [i for i in (text.find("{"), text.find("["), *(_first_bracket(text, m.end())
+                                                            for m in _FENCE.finditer(text))) if i is not None and i >= 0]
+    starts.sort()
+    for start in dict.fromkeys(starts):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict | list):
+            return value
     raise Rejected("bad_json", text[:500])
+
+
+def _first_bracket(text: str, start: int) -> int | None:
+    found = [i for i in (text.find("{", start), text.find("[", start)) if i >= 0]
+    return min(found) if found else None
 
 
 def extract_code(text: str) -> str:
