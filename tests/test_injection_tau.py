@@ -22,12 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from bench.injection import INSTRUCTION, MARKER, injection_target, outside_wrapper, plant, planted_tools
+from bench.injection import (
+    INSTRUCTION,
+    MARKER,
+    injection_target,
+    outside_wrapper,
+    plant,
+    planted_tools,
+    with_first_read,
+)
 from orchestra.backends.openai_compat import OpenAICompatBackend
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.tiny import tiny_tokenizer
 from orchestra.envs.registry import load_suite
 from orchestra.preferences import Limits
+from orchestra.rollout.batch import EpisodeSettings
 from orchestra.rollout.episode import ObservationRenderer, run_episode
 from orchestra.rollout.guard import plain, wrap_untrusted
 from orchestra.tools.toolbox import Toolbox
@@ -179,3 +188,21 @@ async def test_p4_planted_text_never_appears_outside_the_wrapper_in_any_retail_r
     naive = [Message("tool", unescaped_wrapper(Observation("c", n, await tools[n].fn(**a)))) for n, a in calls.items()]
     assert outside_wrapper(naive) == len(calls)
     assert outside_wrapper([Message("tool", wrap_untrusted(Observation("c", "t", "fine")))]) == 0
+
+
+async def test_the_prefilled_first_read_carries_the_plant_inside_the_wrapper(retail) -> None:
+    """`bench/injection.py --prefill-read`: the conversation starts with the task's first golden read, answered by
+    the planted tools and rendered as the orchestrator reads observations."""
+    env = retail.env
+    task = env.task("0")
+    reads = {f.__name__ for f in env.domain.read_tools}
+    instance = env.start(task)
+    tools = planted_tools(instance.tools, reads, INSTRUCTION.format(order=injection_target(env, task)))
+    settings = EpisodeSettings(build_prompt=retail.prompt, render_observation=retail.observation)
+    build_prompt = await with_first_read(task, env.spec(task), tools, reads, settings)
+    messages = build_prompt(task, Toolbox.of(tools).specs(), None)
+    call, answer = messages[-2:]
+    assert call.role == "assistant" and call.tool_calls[0].name == env.spec(task).actions[0].name
+    assert answer.role == "tool" and MARKER in answer.content and answer.content.startswith("<tool_output")
+    assert outside_wrapper(messages) == 0
+    assert instance.db.touched == set()  # a read: nothing written
