@@ -16,7 +16,8 @@ Measured, in one run on the same machine:
    shapes: (a) the callers share one client, as the rollouts of one process share the pool's `local_search` tool
    (their concurrent queries are coalesced into multi-query requests); (b) 32 separate clients, one connection and
    one query per request each (32 processes would look like this, less the client processes' own CPU).
-   Client and server share this machine's cores.
+   Client and server share this machine's cores. Also printed: the CPU seconds per request of the service process
+   (from /proc) and of the bench process's clients, and the load average before and after (the machine is shared).
 Targets: our query p50 / bm25s p50 <= 1.2; service p50 under 32 clients < 10 ms.
 
 Optionally (`--dense`): the first `--dense-docs` passages with dense embeddings (all-MiniLM-L6-v2 from its wheel),
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import socket
@@ -119,13 +121,16 @@ def main() -> None:
         print(f"dense: {dense_report.n_docs} passages, build {dense_report.build_s:.1f} s "
               f"({dense_report.n_docs / dense_report.build_s:.1f} passages/s incl. BM25), hybrid query p50 {pct(hybrid_ms, 50):.2f} ms p95 {pct(hybrid_ms, 95):.2f} ms")
 
+    print(f"load average before the service runs: {_load_average()}")
     loads = asyncio.run(service_load(report.path, queries, args.clients, args.requests_per_client))
     for name, shape in (("shared", "callers sharing one client (rollouts of one process)"),
                         ("separate", "separate clients, one connection and one query per request")):
         latencies, wall_s, stats = loads[name]
         print(f"service, {args.clients} concurrent {shape}: {len(latencies)} queries in {stats['requests']} "
               f"requests, p50 {pct(latencies, 50):.2f} ms p95 {pct(latencies, 95):.2f} ms, "
-              f"{len(latencies) / wall_s:.0f} queries/s")
+              f"{len(latencies) / wall_s:.0f} queries/s; CPU per request: service "
+              f"{stats['server_cpu_ms_per_request']:.3f} ms, clients {stats['client_cpu_ms_per_request']:.3f} ms")
+    print(f"load average after: {_load_average()} ({os.cpu_count()} cores; the machine is shared)")
     ratio = pct(ours_ms, 50) / pct(peer_ms, 50)
     print(f"targets: query ratio {ratio:.2f} (<= 1.2); service p50 under {args.clients} clients < 10 ms: shared "
           f"{pct(loads['shared'][0], 50):.2f} ms, separate {pct(loads['separate'][0], 50):.2f} ms")
@@ -178,7 +183,7 @@ def interleaved(queries: list[str], ours, direct, rounds: int) -> tuple[list[flo
 
 
 async def service_load(index_dir: Path, queries: list[str], clients: int,
-                       per_client: int) -> dict[str, tuple[list[float], float, dict[str, int]]]:
+                       per_client: int) -> dict[str, tuple[list[float], float, dict[str, float]]]:
     """Per-query latencies, wall time and service stats for both client shapes, against one served index."""
     from orchestra.search.client import SearchClient
 
@@ -190,15 +195,15 @@ async def service_load(index_dir: Path, queries: list[str], clients: int,
         await _wait_up(url, server)
         shared = SearchClient(url, timeout_s=30)
         separate = [SearchClient(url, timeout_s=30) for _ in range(clients)]
-        return {"shared": await _load(url, [shared] * clients, queries, per_client),
-                "separate": await _load(url, separate, queries, per_client)}
+        return {"shared": await _load(url, server.pid, [shared] * clients, queries, per_client),
+                "separate": await _load(url, server.pid, separate, queries, per_client)}
     finally:
         server.terminate()
         server.wait(10)
 
 
-async def _load(url: str, clients: list, queries: list[str],
-                per_client: int) -> tuple[list[float], float, dict[str, int]]:
+async def _load(url: str, server_pid: int, clients: list, queries: list[str],
+                per_client: int) -> tuple[list[float], float, dict[str, float]]:
     """Each caller sends `per_client` queries one after another; all callers at once."""
     from orchestra.search.client import SearchClient
 
@@ -212,12 +217,23 @@ async def _load(url: str, clients: list, queries: list[str],
             latencies.append((time.perf_counter() - started) * 1e3)
 
     before = await _stats(url)
+    server_cpu, client_cpu = _cpu_s(server_pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(caller(n, c) for n, c in enumerate(clients)))
     wall_s = time.perf_counter() - started
+    server_cpu, client_cpu = _cpu_s(server_pid) - server_cpu, time.process_time() - client_cpu
     after = await _stats(url)
-    stats = {"requests": after["requests"] - before["requests"], "max_batch_queries": after["max_batch_queries"]}
+    requests = after["requests"] - before["requests"]
+    stats = {"requests": requests, "max_batch_queries": after["max_batch_queries"],
+             "server_cpu_ms_per_request": 1e3 * server_cpu / requests,
+             "client_cpu_ms_per_request": 1e3 * client_cpu / requests}
     return latencies, wall_s, stats
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _stats(url: str) -> dict[str, int]:
@@ -249,6 +265,10 @@ def _same_top(hits: list, peer_result, docs: list[dict[str, str]]) -> bool:
     if not hits:
         return float(peer_scores[0][0]) == 0.0
     return hits[0].id == docs[int(peer_docs[0][0])]["id"]
+
+
+def _load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _free_port() -> int:

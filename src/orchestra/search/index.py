@@ -106,7 +106,7 @@ def build_index(corpus: str | Path, out: str | Path, *, dense: bool = False) -> 
 
 
 class SearchIndex:
-    """A loaded index. Thread-safe for queries (nothing is mutated after load)."""
+    """A loaded index. Thread-safe for queries (after load, only the snippet cache is written: idempotent entries)."""
 
     def __init__(self, path: Path, docs: Sequence[Doc], retriever: Any, vectors: np.ndarray | None,
                  manifest: dict[str, Any]):
@@ -117,6 +117,9 @@ class SearchIndex:
         self._vectors = vectors
         self._encoder: Any = None
         self._stemmed = bool(manifest.get("stemmer"))
+        self._snippets: dict[int, tuple[str, str, str, str]] = {}
+        """doc index -> (id, title, snippet, url), made on first use: cutting the snippet per hit cost as much as
+        scoring a query."""
 
     @property
     def has_dense(self) -> bool:
@@ -209,9 +212,12 @@ class SearchIndex:
         return out
 
     def _hit(self, index: int, score: float) -> Hit:
-        doc = self.docs[index]
-        text = doc.text if len(doc.text) <= SNIPPET_CHARS else doc.text[:SNIPPET_CHARS].rstrip() + " ..."
-        return Hit(id=doc.id, title=doc.title, text=text, score=round(score, 6), url=doc.url)
+        fixed = self._snippets.get(index)
+        if fixed is None:
+            doc = self.docs[index]
+            text = doc.text if len(doc.text) <= SNIPPET_CHARS else doc.text[:SNIPPET_CHARS].rstrip() + " ..."
+            fixed = self._snippets[index] = (doc.id, doc.title, text, doc.url)
+        return Hit(id=fixed[0], title=fixed[1], text=fixed[2], score=round(score, 6), url=fixed[3])
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -122,12 +122,33 @@ class Batcher:
             start += len(p.queries)
 
 
+class HitEncoder:
+    """Hits as JSON objects (`Hit.to_json`'s fields), with each document's fixed fields escaped once: JSON-escaping
+    the 500-character snippets of every answer cost as much CPU as the search itself. The cache holds at most
+    `max_entries` documents (then new ones are encoded each time)."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self.max_entries = max_entries
+        self._fixed: dict[tuple[str, str, str, str], str] = {}
+
+    def encode(self, hit: Hit) -> str:
+        key = (hit.id, hit.title, hit.text, hit.url)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            fixed = json.dumps({"id": hit.id, "title": hit.title, "text": hit.text, "url": hit.url},
+                               ensure_ascii=False)[:-1]
+            if len(self._fixed) < self.max_entries:
+                self._fixed[key] = fixed
+        return f'{fixed}, "score": {json.dumps(hit.score)}}}'
+
+
 def create_app(index: SearchIndex, *, max_batch_queries: int = 256) -> Any:
     """The ASGI app serving `index`: `POST /search` on a lean path, everything else through FastAPI."""
     from fastapi import FastAPI
 
     stats = ServiceStats()
     batcher = Batcher(index, stats, max_batch_queries)
+    encoder = HitEncoder()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -152,14 +173,15 @@ def create_app(index: SearchIndex, *, max_batch_queries: int = 256) -> Any:
         # The search route skips FastAPI's routing, dependency and encoder layers: per request they cost more
         # CPU than a BM25 query, and under many concurrent single-query clients that CPU is the latency.
         if scope["type"] == "http" and scope["path"] == "/search":
-            await _search_route(receive, send, scope["method"], batcher, stats)
+            await _search_route(receive, send, scope["method"], batcher, stats, encoder)
         else:
             await api(scope, receive, send)
 
     return app
 
 
-async def _search_route(receive: Any, send: Any, method: str, batcher: Batcher, stats: ServiceStats) -> None:
+async def _search_route(receive: Any, send: Any, method: str, batcher: Batcher, stats: ServiceStats,
+                        encoder: HitEncoder) -> None:
     """`POST /search`: validate the body with `SearchRequest`, search through the batcher, answer JSON."""
     if method != "POST":
         await _send_json(send, 405, {"detail": "Method Not Allowed"}, [(b"allow", b"POST")])
@@ -186,7 +208,8 @@ async def _search_route(receive: Any, send: Any, method: str, batcher: Batcher, 
         return
     finally:
         stats.in_flight -= 1
-    await _send_json(send, 200, {"results": [[hit.to_json() for hit in hits] for hits in results]})
+    body = '{"results": [' + ", ".join("[" + ", ".join(encoder.encode(h) for h in hits) + "]" for hits in results)
+    await _send_body(send, 200, (body + "]}").encode())
 
 
 async def _read_body(receive: Any) -> bytes | None:
@@ -207,7 +230,10 @@ async def _read_body(receive: Any) -> bytes | None:
 
 
 async def _send_json(send: Any, status: int, payload: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps(payload, ensure_ascii=False).encode()
+    await _send_body(send, status, json.dumps(payload, ensure_ascii=False).encode(), headers)
+
+
+async def _send_body(send: Any, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
