@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 import httpx2 as httpx
 import pytest
 
+from orchestra.errors import ConfigError
 from orchestra.search.client import SearchClient, SearchServiceError
 from orchestra.search.service import MAX_BODY_BYTES
+from orchestra.tools.builtin.search import local_search_tool
 from tests.test_search_service import service  # noqa: F401 - the uvicorn fixture
 
 HIT = {"id": "a", "title": "A", "text": "alpha", "score": 1.5, "url": ""}
@@ -95,9 +97,11 @@ async def test_bad_or_silent_servers_are_one_error_naming_the_url(answer: bytes 
             await SearchClient(url, timeout_s=0.5).search("x")
 
 
-def test_a_url_that_is_not_http_is_one_error() -> None:
-    with pytest.raises(SearchServiceError, match="not an http"):
+def test_a_url_that_is_not_http_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="search service URL '127.0.0.1:8765': not an http"):
         SearchClient("127.0.0.1:8765")
+    with pytest.raises(ConfigError, match="ftp://x"):
+        local_search_tool(url="ftp://x")
 
 
 def test_the_lean_route_answers_405_413_and_fastapi_shaped_422(service) -> None:  # noqa: F811

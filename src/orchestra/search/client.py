@@ -29,6 +29,7 @@ try:
 except ImportError:  # an older environment with plain httpx only
     import httpx  # type: ignore[no-redef]
 
+from orchestra.errors import ConfigError
 from orchestra.search.http1 import Connection, Origin, Response, StaleConnection
 from orchestra.search.index import Hit, Mode
 
@@ -66,7 +67,7 @@ class SearchClient:
         try:
             self._origin = Origin.parse(self.url)
         except ValueError as exc:
-            raise SearchServiceError(f"search service URL {url!r}: {exc}") from None
+            raise ConfigError(f"search service URL {url!r}: {exc} (e.g. http://127.0.0.1:8765)") from None
         self.timeout_s = timeout_s
         self.max_requests_in_flight = max_requests_in_flight
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
