@@ -225,3 +225,30 @@ def test_noncanonical_ids_spell_the_same_text_differently(tok):
     text = render_hermes("ask", {"model": CHEAP})
     assert tok.decode(noncanonical_ids(tok, text)) == text
     assert len(noncanonical_ids(tok, text)) > len(canonical_ids(tok, text))
+
+
+def test_decision_weights_fall_exactly_on_each_calls_name_and_argument_values(env, tok, demonstrations):
+    """With decision_weight, the tokens spelling a call's name and argument values (and only those, among the
+    written tokens) carry the weight; ids and mask are unchanged; prompts and tool results still weigh 0."""
+    from orchestra.train.data import decision_spans
+    from orchestra.types import Message, ToolCall
+
+    message = Message("assistant", "Let me check.", tool_calls=(
+        ToolCall("c0", "ask", {"model": "mixtral"}), ToolCall("c1", "answer", {"model": "gpt-4", "note": [1, "é"]})))
+    text = "Let me check.\n" + "\n".join(render_hermes(c.name, c.arguments) for c in message.tool_calls)
+    assert [text[a:b] for a, b in decision_spans(message)] == [
+        '"ask"', '"mixtral"', '"answer"', '"gpt-4"', '[1, "é"]']
+
+    backend = LocalBackend(tiny_model(tok, seed=0), tok, name="tiny", render_tools=False)
+    weighted_any = False
+    for _, trajectory in demonstrations:
+        plain = encode_conversation(backend, trajectory.messages, [])
+        weighted = encode_conversation(backend, trajectory.messages, [], decision_weight=5.0)
+        assert plain.weights is None and (weighted.ids, weighted.mask) == (plain.ids, plain.mask)
+        assert all((w > 0) == bool(m) for w, m in zip(weighted.weights, weighted.mask, strict=True))
+        heavy = [tok.decode([i]) for i, w in zip(weighted.ids, weighted.weights, strict=True) if w == 5.0]
+        models = [c.arguments["model"] for c in trajectory.calls]
+        spelled = "".join(heavy)
+        assert all(name in spelled for name in models) and "tool_call" not in spelled and "{" not in spelled
+        weighted_any |= bool(heavy)
+    assert weighted_any

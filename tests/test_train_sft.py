@@ -228,3 +228,26 @@ def test_disk_full_during_a_checkpoint_fails_loudly_and_keeps_the_previous_one(t
     assert seen[0] == 3 and result.steps == 12
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, 13))
     assert json.loads((result.output_dir / META_FILE).read_text())["trained_by"] == "sft"
+
+
+def test_the_sft_loss_is_the_weighted_mean_of_the_written_tokens_cross_entropies(tiny_dir):
+    """decision_weight reaches the loss: the weighted mean over written tokens, equal to the plain mean when every
+    weight is 1 (so decision_weight 1 trains exactly as before)."""
+    from orchestra.train.data import Encoded
+    from orchestra.train.sft import _padded, _TrainedTokenLoss
+
+    model = LocalBackend.from_pretrained(tiny_dir, render_tools=False).lm
+    ids = tuple(range(5, 17))
+    mask = (0,) * 4 + (1,) * 8
+    weights = (0.0,) * 4 + (1.0, 5.0, 5.0, 1.0, 1.0, 1.0, 5.0, 1.0)
+    loss_module = _TrainedTokenLoss(model)
+    with torch.no_grad():
+        plain, count = loss_module(*_padded([Encoded(ids, mask)], 0, "cpu"))
+        weighted, total = loss_module(*_padded([Encoded(ids, mask, weights)], 0, "cpu"))
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        ce = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids[1:]), reduction="none")
+    w = torch.tensor(weights[1:])
+    assert float(count) == 8 and float(total) == float(w.sum())  # position t predicts token t + 1
+    assert float(plain) == pytest.approx(float(ce[w > 0].mean()), rel=1e-5)
+    assert float(weighted) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+    assert float(weighted) != pytest.approx(float(plain), rel=1e-3)

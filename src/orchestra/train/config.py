@@ -120,6 +120,9 @@ class SFTConfig(Strict):
         4096, ge=64, description="A demonstration longer than this (in tokens) is left out, and counted.")
     epochs: float = pydantic.Field(1.0, gt=0, description="Passes over the demonstrations.")
     examples_per_step: int = pydantic.Field(8, ge=1, description="Demonstrations per optimizer step.")
+    decision_weight: float = pydantic.Field(
+        1.0, gt=0, description="Loss weight of the tokens that decide a tool call (its name and argument values) "
+                               "against 1 for the rest of a reply (JSON around them, text).")
     learning_rate: float = pydantic.Field(3e-4, gt=0, description="Peak learning rate (linear decay).")
     warmup_steps: int = pydantic.Field(4, ge=0, description="Linear warmup steps.")
     seed: int = pydantic.Field(0, description="Seed of sampling, shuffling and initialization.")

@@ -123,7 +123,8 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
     mixture = load_mixture(config.envs)
     picked = _demonstrations(config, mixture, teacher, accelerator)
     backend = backend or load_policy_model(config.model, seed=config.seed)
-    every = [encode_conversation(backend, trajectory.messages, []) for _, trajectory in picked]
+    every = [encode_conversation(backend, trajectory.messages, [], config.decision_weight)
+             for _, trajectory in picked]
     encoded = [e for e in every if len(e.ids) <= config.max_sequence_tokens]
     if not encoded:
         from orchestra.errors import ConfigError
@@ -242,12 +243,15 @@ class _TrainedTokenLoss(torch.nn.Module):
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor, trained: torch.Tensor) -> tuple[torch.Tensor,
                                                                                                     torch.Tensor]:
+        """`trained`: each token's loss weight (0: not written by the model). Returns the weighted mean
+        cross-entropy and the total weight."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         hidden = base.model(input_ids=ids, attention_mask=attention).last_hidden_state
-        predicts = trained[:, 1:]  # position t predicts token t + 1
+        predicts = trained[:, 1:] > 0  # position t predicts token t + 1
         logits = base.lm_head(hidden[:, :-1][predicts])
-        loss = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][predicts])
-        return loss, predicts.sum()
+        weights = trained[:, 1:][predicts]
+        losses = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][predicts], reduction="none")
+        return (losses * weights).sum() / weights.sum(), weights.sum()
 
 
 def _train_step(loss_module: Any, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any,
@@ -280,16 +284,17 @@ def _train_step(loss_module: Any, params: list[torch.nn.Parameter], optimizer: A
 
 
 def _padded(batch: Sequence[Encoded], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, attention mask, trained mask) of `batch`, right-padded to its longest sequence, on `device`."""
+    """(ids, attention mask, per-token loss weights) of `batch`, right-padded to its longest sequence, on `device`."""
     width = max(len(e.ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
-    trained = torch.zeros((len(batch), width), dtype=torch.bool)
+    trained = torch.zeros((len(batch), width), dtype=torch.float32)
     for row, example in enumerate(batch):
         n = len(example.ids)
         ids[row, :n] = torch.tensor(example.ids)
         attention[row, :n] = 1
-        trained[row, :n] = torch.tensor(example.mask, dtype=torch.bool)
+        trained[row, :n] = torch.tensor(example.weights if example.weights is not None else example.mask,
+                                        dtype=torch.float32)
     return ids.to(device), attention.to(device), trained.to(device)
 
 
