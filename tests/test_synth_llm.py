@@ -274,3 +274,53 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str, expected: str) -> None
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.output, result.output
     if case == "endpoint_down":
         assert url in lines[0]
+
+
+# ---- the "too easy" filter -----------------------------------------------------------------------------------------
+
+def oracle(tasks: list[dict], kinds: set[str]):
+    """A strong model that solves the tasks of `kinds` (it knows their golden actions) and gives up on the rest."""
+    from tests.servers.scripted_openai import Reply
+
+    def handler(request) -> Reply:
+        messages = request.messages
+        prompt = " ".join(str(m.get("content") or "") for m in messages if m["role"] in ("system", "user"))
+        matching = [t for t in tasks if t["user_scenario"]["instructions"]["reason_for_call"] in prompt]
+        task = max(matching, key=lambda t: len(t["user_scenario"]["instructions"]["reason_for_call"]), default=None)
+        if task is None or task["orchestra"]["kind"] not in kinds:
+            return Reply(content="Sorry, I cannot help with that.")
+        actions = task["evaluation_criteria"]["actions"]
+        done = sum(1 for m in messages if m["role"] == "tool")
+        if done < len(actions):
+            a = actions[done]
+            return Reply(content=None, tool_calls=[{"id": f"call_{done}", "type": "function", "function": {
+                "name": a["name"], "arguments": json.dumps(a["arguments"])}}])
+        return Reply(content="Done. " + " ".join(task["evaluation_criteria"]["communicate_info"]))
+    return handler
+
+
+async def test_too_easy_filter_drops_what_every_strong_model_solves(tmp_path: Path) -> None:
+    def settings(name: str) -> SynthSettings:
+        return SynthSettings("shop", tmp_path / name, tables=3, records=10, tasks=10, easy_k=2)
+
+    with ScriptedOpenAIServer(SynthScript()) as synth:
+        model = resolve_model("gpt-5-mini", base_url=synth.base_url)
+        await synthesize_llm(settings("unfiltered"), model)
+        tasks = json.loads((tmp_path / "unfiltered" / "tasks.json").read_text())
+        reads = [t["id"] for t in tasks if t["orchestra"]["kind"] == "read"]
+        assert reads and len(reads) < len(tasks)
+        with ScriptedOpenAIServer(oracle(tasks, {"read"})) as reader, \
+                ScriptedOpenAIServer(oracle(tasks, {"read", "write"})) as solver:
+            strong_reader = resolve_model("qwen3-8b", base_url=reader.base_url, temperature=0.0)
+            strong_solver = resolve_model("qwen3-32b", base_url=solver.base_url, temperature=0.0)
+            one = await synthesize_llm(settings("one"), model, strong=[strong_reader])
+            both = await synthesize_llm(settings("two"), model, strong=[strong_solver, strong_reader])
+            assert reader.requests and solver.requests
+    kept = json.loads((tmp_path / "one" / "tasks.json").read_text())
+    assert one.report["stages"]["too_easy"]["reasons"] == {"too_easy": len(reads)}
+    assert [t["id"] for t in kept] == [t["id"] for t in tasks if t["id"] not in reads]
+    assert check_domain(tmp_path / "one").ok
+    # Every strong model must solve it: the solver solves all, the reader only the reads -> only the reads go.
+    kept_two = json.loads((tmp_path / "two" / "tasks.json").read_text())
+    assert both.report["stages"]["too_easy"]["reasons"] == {"too_easy": len(reads)}
+    assert [t["id"] for t in kept_two] == [t["id"] for t in kept]

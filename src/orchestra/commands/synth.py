@@ -67,6 +67,12 @@ def llm_command(
                                                          "default: --model).")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of --judge-model (default: --base-url).")
                               ] = None,
+    strong_model: Annotated[list[str] | None, typer.Option(help="A strong model for the 'too easy' filter "
+                                                           "(repeatable; same forms): tasks every one solves at "
+                                                           "pass@k are dropped.")] = None,
+    strong_base_url: Annotated[str | None, typer.Option(help="Endpoint of the --strong-model names (default: "
+                                                             "--base-url).")] = None,
+    easy_k: Annotated[int, typer.Option(help="Trials per strong model (pass@k).")] = 2,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the endpoint's key.")] = None,
     prices: Annotated[Path | None, typer.Option(help="Price YAML laid over the packaged table.")] = None,
     tables: Annotated[int, typer.Option("--tables", help="Tables to design.")] = 3,
@@ -89,7 +95,7 @@ def llm_command(
     from orchestra.synth.llm.pipeline import SynthSettings, synthesize_llm
 
     settings = SynthSettings(domain=domain, out=out, tables=tables, records=records, tasks=tasks, seed=seed,
-                             batch=batch, attempts=attempts, evolve=evolve, concurrency=concurrency)
+                             batch=batch, attempts=attempts, evolve=evolve, concurrency=concurrency, easy_k=easy_k)
     try:
         settings.check()
         common = {"endpoint_model": endpoint_model, "api_key_env": api_key_env, "prices": prices,
@@ -97,10 +103,12 @@ def llm_command(
         main = resolve_model(model, base_url=base_url, **common)
         judge = resolve_model(judge_model, base_url=judge_base_url or base_url, flag="--judge-model",
                               **common) if judge_model else None
-        for m in (main, judge):
+        strong = [resolve_model(m, base_url=strong_base_url or base_url, flag="--strong-model", **common)
+                  for m in strong_model or ()]
+        for m in (main, judge, *strong):
             if m is not None:
                 check_reachable(m)
-        result = asyncio.run(synthesize_llm(settings, main, judge))
+        result = asyncio.run(synthesize_llm(settings, main, judge, strong))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

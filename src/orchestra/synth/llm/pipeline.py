@@ -12,7 +12,9 @@ Stages, in order (each item cached and resumable: `orchestra.synth.llm.items`):
 6. intents: `tasks` customer intents, alternating writes and reads, each about a few records;
 7. tasks: per intent, a τ² task verified by replaying its golden actions (`tasks.check_task`); duplicates dropped;
 8. evolution: per task, a harder version (more golden actions), verified the same way;
-9. the "too easy" filter, when strong models are given (`easy.too_easy`): tasks all of them pass at pass@k go.
+9. the "too easy" filter, when strong models are given (`easy`): tasks all of them solve at pass@k are dropped.
+Two filters record their own rejections: `references` (a table whose references point at a table with no schema)
+and `dedup` (a task or evolved task with the same golden actions as an earlier one).
 Nothing the model writes can crash the run: each bad item is rejected with its reason (`rejections.json`).
 Determinism: inputs and per-item seeds come from `seed` and the item; a model that answers the same question the
 same way gives the same folder.
@@ -28,18 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.envs.tau.domains.derived import ToolDef, ToolsFile
+from orchestra.envs.tau.env import TauEnvironment
 from orchestra.errors import ConfigError
 from orchestra.synth.llm import prompts
-from orchestra.synth.llm.cache import Outcome, StageCache
+from orchestra.synth.llm.cache import CACHE_DIR, Outcome, StageCache, digest
+from orchestra.synth.llm.easy import is_too_easy, judge_task
 from orchestra.synth.llm.folder import rejection_report, write_domain
 from orchestra.synth.llm.items import ItemRunner, Model, Rejected, extract_code, extract_json
 from orchestra.synth.llm.schema import TableSchema, check_record, parse_schema, parse_tables, record_model
 from orchestra.synth.llm.tasks import check_task, parse_intent, signature, task_json, verifier
 from orchestra.synth.llm.toolcheck import sandbox_check, static_check
 from orchestra.synth.llm.toolplan import PlannedTool, plan_tools, table_def
-
-EasyFilter = Callable[[Path, list[dict[str, Any]]], Awaitable[dict[str, str]]]
-"""Given the written folder and its tasks, the ids of the tasks to drop as too easy, with why."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,11 @@ class SynthSettings:
     """Tries per table, schema and tool before the item stays rejected."""
     evolve: bool = True
     concurrency: int = 4
+    easy_k: int = 2
+    """Trials per strong model in the "too easy" filter (pass@k); the filter runs only when strong models are given."""
 
     def check(self) -> None:
-        for name in ("tables", "records", "tasks", "batch", "attempts", "concurrency"):
+        for name in ("tables", "records", "tasks", "batch", "attempts", "concurrency", "easy_k"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if not self.domain.strip() or not self.domain.replace("_", "").replace("-", "").isalnum():
@@ -79,7 +82,7 @@ class SynthResult:
 
 
 async def synthesize_llm(settings: SynthSettings, model: Model, judge: Model | None = None,
-                         too_easy: EasyFilter | None = None) -> SynthResult:
+                         strong: Sequence[Model] = ()) -> SynthResult:
     """Run every stage (see the module docstring) and write the domain folder at `settings.out`."""
     settings.check()
     runner = ItemRunner(StageCache(settings.out), concurrency=settings.concurrency)
@@ -89,8 +92,8 @@ async def synthesize_llm(settings: SynthSettings, model: Model, judge: Model | N
     tables = [t for t in tables if db.get(t.name)]
     tools, code = await run.tools(tables, db)
     tasks = await run.tasks(tools, db) if tools.tools else []
-    if too_easy is not None and tasks:
-        tasks = await run.drop_easy(too_easy, tables, db, tools, code, tasks)
+    if strong and tasks:
+        tasks = await run.drop_easy(strong, tables, db, tools, code, tasks)
     stats = run.write(tables, db, tools, code, tasks)
     return SynthResult(settings.out, stats, rejection_report(runner.outcomes))
 
@@ -260,21 +263,34 @@ class _Run:
                         **({"parent": parents[j]} if parents else {})})
         return out
 
-    async def drop_easy(self, too_easy: EasyFilter, tables: list[TableSchema], db: dict[str, Any],
+    async def drop_easy(self, strong: Sequence[Model], tables: list[TableSchema], db: dict[str, Any],
                         tools: ToolsFile, code: dict[str, str], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.write(tables, db, tools, code, tasks)  # the filter runs episodes on the folder as the env loads it
-        easy = await too_easy(self.s.out, tasks)
-        for task_id, why in sorted(easy.items()):
-            self.runner.outcomes.append(Outcome(stage="too_easy", item=task_id, status="rejected",
-                                                reason="too_easy", detail=why))
-        return [t for t in tasks if t["id"] not in easy]
+        """Drop the tasks every strong model solves at pass@k (`easy`), run on the folder as the env loads it."""
+        scratch = self.s.out / CACHE_DIR / "too_easy" / digest("folder", "", "", tasks)
+        self.write(tables, db, tools, code, tasks, folder=scratch)
+        env = TauEnvironment(self.s.domain, path=scratch)
+        identity = "|".join(m.identity for m in strong)
+
+        async def one(task: dict[str, Any]) -> Outcome:
+            async def work() -> dict[str, int | None]:
+                solved_at = await judge_task(env, task["id"], strong, self.s.easy_k)
+                if is_too_easy(solved_at, strong):
+                    raise Rejected("too_easy", f"every strong model solved it within {self.s.easy_k} trials: "
+                                   f"{solved_at}")
+                return solved_at
+
+            return await self.runner.local("too_easy", task["id"], {"task": task, "k": self.s.easy_k}, identity,
+                                           work)
+
+        outcomes = await asyncio.gather(*(one(t) for t in tasks))
+        return [t for t, o in zip(tasks, outcomes, strict=True) if o.accepted]
 
     def write(self, tables: list[TableSchema], db: dict[str, Any], tools: ToolsFile, code: dict[str, str],
-              tasks: list[dict[str, Any]]) -> dict[str, Any]:
+              tasks: list[dict[str, Any]], folder: Path | None = None) -> dict[str, Any]:
         kept = {name: rows for name, rows in db.items() if name in tools.tables}
         run = {"model": self.model.identity, "judge": self.judge.identity, "model_calls": self.runner.calls,
                "cost_usd": round(self.runner.cost_usd, 6), "cache_hits": sum(self.runner.cache.hits.values())}
-        return write_domain(self.s.out, domain=self.s.domain, tables=tables, db=kept, tools=tools, code=code,
+        return write_domain(folder or self.s.out, domain=self.s.domain, tables=tables, db=kept, tools=tools, code=code,
                             tasks=tasks, report=rejection_report(self.runner.outcomes), seed=self.s.seed,
                             requested=self.s.tasks, run=run)
 
