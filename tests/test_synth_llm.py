@@ -166,6 +166,27 @@ def test_rerun_is_served_from_the_cache(planted) -> None:
         s: v["items"] for s, v in report["stages"].items()}
 
 
+@pytest.mark.parametrize("text, expected", [
+    ('{"a": [1]}', {"a": [1]}),
+    ('Here you are: {"a": 1} -- enjoy', {"a": 1}),
+    ('Sure.\n```json\n{"a": 2}\n```', {"a": 2}),
+    ('[{"a": 3}]', [{"a": 3}]),
+    ('Tables [below]: {"a": 4}', {"a": 4}),
+    ('{"tables": [{"name": "x"}, {"name": "y"', None),  # cut at max_tokens: the inner objects are not the answer
+    ("def f():\n    return 1", None),
+    ("", None),
+])
+def test_extract_json_takes_the_answer_or_rejects(text: str, expected) -> None:
+    from orchestra.synth.llm.items import extract_json
+
+    if expected is None:
+        with pytest.raises(Rejected) as caught:
+            extract_json(text)
+        assert caught.value.reason == "bad_json"
+    else:
+        assert extract_json(text) == expected
+
+
 # ---- the tool checks -----------------------------------------------------------------------------------------------
 
 def _shop() -> tuple[list[TableSchema], dict]:

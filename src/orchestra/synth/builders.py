@@ -3,8 +3,7 @@
 A builder picks records at random (its own seeded `random.Random`) and returns a `Draft` (golden actions, what to
 communicate, the user scenario, the refused change if any) with exactly `difficulty` golden actions, or None when the
 domain has no candidate for it (no update tool, no final status...). Drafts are not trusted: `procedural.verify`
-replays every one. Records whose key field disagrees with their key (a few in the real data) are never picked.
-A customer names a record by its id, or (one more step: a search) by a unique e-mail, phone or name.
+replays every one. The record picking and read planning they share are in `drafting`.
 """
 
 from __future__ import annotations
@@ -12,35 +11,30 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestra.envs.tau.domains.derived import ToolDef, get_path, record_view
+from orchestra.envs.tau.domains.derived import ToolDef, get_path
 from orchestra.synth import templates
+from orchestra.synth.drafting import (
+    WEAK,
+    Action,
+    Context,
+    Draft,
+    as_text,
+    askable,
+    final_of,
+    new_value,
+    pick,
+    plan_reads,
+    search_plan,
+    tables_with,
+)
 from orchestra.synth.schema_infer import TableInfo
 from orchestra.synth.templates import Ref, Scenario
 
-if TYPE_CHECKING:
-    from orchestra.synth.procedural import Context
-
-Action = tuple[str, dict[str, Any]]
-WEAK = frozenset({"yes", "no", "none", "null", "true", "false", "n/a", "", "0", "1"})
-MAX_VALUE_CHARS = 60
 REFUSAL_REASONS = ("final_status", "policy_frozen")
 """A change to a final status, or to a field the policy freezes. (Asking for the value a field already has is left
 out: the value to communicate would be the customer's own words, so an agent echoing the request would pass.)"""
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    kind: str
-    actions: tuple[Action, ...]
-    communicate: tuple[str, ...]
-    scenario: Scenario
-    purpose: str
-    refused: Action | None = None
-    refusal_reason: str | None = None
-    mixed: bool = False
-    """A refusal task that also makes an allowed change (the database must change)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,115 +42,6 @@ class Builder:
     kind: str
     difficulties: frozenset[int]
     build: Callable[[Context, random.Random, int], Draft | None]
-
-
-# ---- helpers -----------------------------------------------------------------------------------------------------
-
-def pick(ctx: Context, table: TableInfo, rng: random.Random, k: int = 1,
-         keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> list[tuple[str, dict[str, Any]]]:
-    """`k` distinct records of `table` (key agrees with the key field, `keep` holds), or [] when too few."""
-    rows = ctx.base[table.name]
-    keys = [k_ for k_, r in rows.items() if str(r.get(table.key)) == k_ and keep(r)]
-    if len(keys) < k:
-        return []
-    return [(key, rows[key]) for key in rng.sample(keys, k)]
-
-
-def identify(ctx: Context, table: TableInfo, key: str, record: dict[str, Any], rng: random.Random,
-             search: bool) -> tuple[list[Action], Ref] | None:
-    """How the customer names the record: its id (no action), or a unique field a search finds it by."""
-    if not search:
-        return [], Ref.by_key(table.entity, table.key, key)
-    tool = next(iter(ctx.tools_of(table.name, "search")), None)
-    if tool is None:
-        return None
-    searchable = set(tool.parameters[0].enum or ())
-    options = []
-    for field in table.identifiers:
-        value = get_path(record, field.path)
-        if field.path in searchable and isinstance(value, str) and value.strip():
-            same = sum(_text(get_path(r, field.path)) == _text(value) for r in ctx.base[table.name].values())
-            if same == 1:
-                options.append((field, value))
-    if not options:
-        return None
-    field, value = rng.choice(options)
-    return [(tool.name, {"field": field.path, "value": value})], Ref.by_field(table.entity, key, field.label, value)
-
-
-def askable(table: TableInfo, record: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, value as text) of the record's fields a customer could ask about and an agent could read out."""
-    view = record_view(record)
-    out = []
-    for field in table.fields:
-        if field.path == table.key or field.references or field.type == "boolean":
-            continue
-        value = get_path(view, field.path)
-        text = "" if value is None else str(value)
-        if 2 <= len(text) <= MAX_VALUE_CHARS and text.strip().lower() not in WEAK:
-            out.append((field.label, text))
-    return out
-
-
-def new_value(tool: ToolDef, record: dict[str, Any], rng: random.Random) -> Any:
-    """A value the update `tool` may set on `record` (None when none is allowed)."""
-    field = tool.field or ""
-    current = get_path(record, field)
-    param = tool.parameters[1]
-    if param.enum:
-        allowed = transitions(tool)
-        if allowed is not None and current is not None and str(current) in allowed:
-            options = [v for v in allowed[str(current)] if v != current]
-        else:
-            options = [v for v in param.enum if v != current]
-        wanted = [v for v in options if v.lower() in templates.VERBS]  # values customers ask for (cancel, freeze)
-        if wanted and tool.field and tool.field.rsplit(".", 1)[-1] in ("status", "state"):
-            options = wanted
-        return rng.choice(options) if options else None
-    if "email" in field and isinstance(current, str) and "@" in current:
-        local, _, domain = current.partition("@")
-        return f"{local}.{rng.randint(2, 99)}@{domain}"
-    if "phone" in field and isinstance(current, str) and sum(c.isdigit() for c in current) >= 4:
-        return current[:-2] + f"{rng.randint(10, 99)}"
-    return None
-
-
-def transitions(tool: ToolDef) -> dict[str, tuple[str, ...]] | None:
-    return next((c.allowed for c in tool.constraints if c.type == "transitions"), None)
-
-
-def final_of(tool: ToolDef) -> set[str]:
-    allowed = transitions(tool) or {}
-    return {v for v, nxt in allowed.items() if not nxt}
-
-
-def search_plan(difficulty: int, base_steps: int, entities: int) -> int | None:
-    """How many of `entities` records are found by a search so the task has `difficulty` steps (None: impossible)."""
-    searches = difficulty - base_steps
-    return searches if 0 <= searches <= entities else None
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip().lower()
-
-
-def _tables_with(ctx: Context, kind: str) -> list[tuple[TableInfo, list[ToolDef]]]:
-    return [(t, tools) for t in ctx.schema.tables if (tools := ctx.tools_of(t.name, kind))]
-
-
-def _reads(ctx: Context, table: TableInfo, picked: list[tuple[str, dict[str, Any]]], searches: int,
-           rng: random.Random) -> tuple[list[Action], list[Ref]] | None:
-    """Golden reads naming each picked record (the first `searches` found by a search), then a lookup of each."""
-    actions: list[Action] = []
-    refs = []
-    lookup = ctx.tools_of(table.name, "lookup")[0]
-    for i, (key, record) in enumerate(picked):
-        named = identify(ctx, table, key, record, rng, search=i < searches)
-        if named is None:
-            return None
-        actions += [*named[0], (lookup.name, {lookup.parameters[0].name: key})]
-        refs.append(named[1])
-    return actions, refs
 
 
 # ---- builders ----------------------------------------------------------------------------------------------------
@@ -174,7 +59,7 @@ def build_read(ctx: Context, rng: random.Random, difficulty: int) -> Draft | Non
         return None
     if len({v[label] for v in values for label in chosen}) < len(values) * len(chosen):
         return None  # the same answer for several records could be guessed once for all
-    plan = _reads(ctx, table, picked, difficulty - entities, rng)
+    plan = plan_reads(ctx, table, picked, difficulty - entities, rng)
     if plan is None:
         return None
     actions, refs = plan
@@ -195,7 +80,7 @@ def build_read_parent(ctx: Context, rng: random.Random, difficulty: int) -> Draf
         return None
     parent_key = str(get_path(picked[0][1], ref.path))
     facts = askable(parent, ctx.base[parent.name][parent_key])
-    plan = _reads(ctx, table, picked, search_plan(difficulty, 2, 1) or 0, rng)
+    plan = plan_reads(ctx, table, picked, search_plan(difficulty, 2, 1) or 0, rng)
     if not facts or plan is None or len(plan[0]) + 1 != difficulty:
         return None
     label, value = rng.choice(facts)
@@ -206,7 +91,7 @@ def build_read_parent(ctx: Context, rng: random.Random, difficulty: int) -> Draf
 
 
 def build_write(ctx: Context, rng: random.Random, difficulty: int, *, records: int = 1) -> Draft | None:
-    options = _tables_with(ctx, "update")
+    options = tables_with(ctx, "update")
     if not options:
         return None
     table, tools = rng.choice(options)
@@ -216,7 +101,7 @@ def build_write(ctx: Context, rng: random.Random, difficulty: int, *, records: i
         return None
     chosen = rng.sample(tools, n_updates)
     picked = pick(ctx, table, rng, records)
-    plan = _reads(ctx, table, picked, searches, rng) if picked else None
+    plan = plan_reads(ctx, table, picked, searches, rng) if picked else None
     if plan is None:
         return None
     actions, changes = [], []
@@ -245,7 +130,7 @@ def build_refusal(ctx: Context, rng: random.Random, difficulty: int) -> Draft | 
     if blocked is None:
         return None
     table, key, record, tool, value, current, label = blocked
-    plan = _reads(ctx, table, [(key, record)], 1 if difficulty in (2, 4) else 0, rng)
+    plan = plan_reads(ctx, table, [(key, record)], 1 if difficulty in (2, 4) else 0, rng)
     if plan is None:
         return None
     actions, refs = plan
@@ -264,7 +149,7 @@ def build_refusal(ctx: Context, rng: random.Random, difficulty: int) -> Draft | 
 
 
 def build_create(ctx: Context, rng: random.Random, difficulty: int) -> Draft | None:
-    options = _tables_with(ctx, "create")
+    options = tables_with(ctx, "create")
     if not options:
         return None
     table, (tool,) = rng.choice(options)
@@ -278,7 +163,7 @@ def build_create(ctx: Context, rng: random.Random, difficulty: int) -> Draft | N
     for i, param in enumerate(refs):
         parent = ctx.schema.table(next(c.table for c in tool.constraints if c.param == param.name) or "")
         picked = pick(ctx, parent, rng)
-        plan = _reads(ctx, parent, picked, 1 if i < searches else 0, rng) if picked else None
+        plan = plan_reads(ctx, parent, picked, 1 if i < searches else 0, rng) if picked else None
         if plan is None:
             return None
         actions += plan[0]
@@ -296,13 +181,13 @@ def build_create(ctx: Context, rng: random.Random, difficulty: int) -> Draft | N
 
 
 def build_delete(ctx: Context, rng: random.Random, difficulty: int) -> Draft | None:
-    options = _tables_with(ctx, "delete")
+    options = tables_with(ctx, "delete")
     if not options:
         return None
     table, (tool,) = rng.choice(options)
     searches = search_plan(difficulty, 2, 1)
     picked = pick(ctx, table, rng)
-    plan = _reads(ctx, table, picked, searches or 0, rng) if picked and searches is not None else None
+    plan = plan_reads(ctx, table, picked, searches or 0, rng) if picked and searches is not None else None
     if plan is None:
         return None
     key = picked[0][0]
@@ -332,21 +217,21 @@ def _blocked_change(ctx: Context, rng: random.Random, reason: str) -> tuple | No
         frozen = rng.choice(ctx.frozen)
         table = ctx.schema.table(frozen.table)
         field = table.field(frozen.field)
-        picked = pick(ctx, table, rng, keep=lambda r: _text(get_path(r, frozen.field)) not in WEAK)
+        picked = pick(ctx, table, rng, keep=lambda r: as_text(get_path(r, frozen.field)) not in WEAK)
         if field is None or not field.enum or not picked:
             return None
         key, record = picked[0]
         current = str(get_path(record, frozen.field))
         value = rng.choice([v for v in field.enum if v != current] or [current])
         return table, key, record, None, value, current, field.label
-    options = [(t, tool) for t, tools in _tables_with(ctx, "update") for tool in tools if tool.parameters[1].enum]
+    options = [(t, tool) for t, tools in tables_with(ctx, "update") for tool in tools if tool.parameters[1].enum]
     options = [(t, tool) for t, tool in options if final_of(tool)]
     if not options:
         return None
     table, tool = rng.choice(options)
     field = tool.field or ""
     finals = final_of(tool)
-    picked = pick(ctx, table, rng, keep=lambda r: str(get_path(r, field)) in finals and _text(get_path(r, field))
+    picked = pick(ctx, table, rng, keep=lambda r: str(get_path(r, field)) in finals and as_text(get_path(r, field))
                   not in WEAK)
     if not picked:
         return None
@@ -366,7 +251,7 @@ def _allowed_change(ctx: Context, rng: random.Random, table: TableInfo, exclude:
         return None
     tool = rng.choice(tools)
     picked = pick(ctx, table, rng, keep=lambda r: str(r.get(table.key)) != exclude)
-    plan = _reads(ctx, table, picked, 0, rng) if picked else None
+    plan = plan_reads(ctx, table, picked, 0, rng) if picked else None
     value = new_value(tool, picked[0][1], rng) if picked else None
     if plan is None or value is None:
         return None

@@ -37,20 +37,19 @@ import random
 import shutil
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestra.envs.tau.domains import Db, Domain, ToolError, base_digests, tool_template
-from orchestra.envs.tau.domains.derived import ToolDef, ToolsFile, build_domain
+from orchestra.envs.tau.domains import Db, ToolError, base_digests, tool_template
+from orchestra.envs.tau.domains.derived import build_domain
 from orchestra.envs.tau.grade import call_function, communicated, normalize_text
 from orchestra.errors import ConfigError
 from orchestra.synth import builders
-from orchestra.synth.builders import Draft
-from orchestra.synth.derive import FrozenField, derive_policy, derive_tools
+from orchestra.synth.derive import derive_policy, derive_tools
+from orchestra.synth.drafting import Context, Draft
 from orchestra.synth.export import domain_stats
-from orchestra.synth.schema_infer import DomainSchema, infer_schema, load_db
-from orchestra.tools.spec import Tool
+from orchestra.synth.schema_infer import infer_schema, load_db
 from orchestra.tools.toolbox import render_content
 
 GENERATOR = "orchestra.procedural/1"
@@ -69,23 +68,6 @@ class DomainResult:
     name: str
     folder: Path
     stats: Mapping[str, Any]
-
-
-@dataclass
-class Context:
-    """Everything builders and the verifier need for one domain (read-only once built)."""
-
-    schema: DomainSchema
-    tools: ToolsFile
-    frozen: tuple[FrozenField, ...]
-    domain: Domain
-    templates: dict[str, Tool]
-    base: dict[str, dict[str, dict[str, Any]]]
-    digests: Any
-    tool_defs: dict[str, ToolDef] = field(default_factory=dict)
-
-    def tools_of(self, table: str, kind: str) -> list[ToolDef]:
-        return [t for t in self.tools.tools if t.table == table and t.kind == kind]
 
 
 def synthesize(path: Path, n: int, seed: int, out: Path) -> list[DomainResult]:

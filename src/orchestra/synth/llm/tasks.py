@@ -24,9 +24,9 @@ import pydantic
 from orchestra.envs.tau.domains import base_digests, tool_template
 from orchestra.envs.tau.domains.derived import ToolsFile, build_domain
 from orchestra.envs.tau.grade import normalize_text
-from orchestra.synth.builders import Draft
+from orchestra.synth.drafting import Context, Draft
 from orchestra.synth.llm.items import Rejected, extract_json
-from orchestra.synth.procedural import Context, verify
+from orchestra.synth.procedural import verify
 from orchestra.synth.schema_infer import DomainSchema
 from orchestra.synth.templates import Scenario
 
