@@ -187,6 +187,23 @@ def test_extract_json_takes_the_answer_or_rejects(text: str, expected) -> None:
         assert extract_json(text) == expected
 
 
+async def test_another_seed_or_model_is_asked_again(tmp_path: Path) -> None:
+    with ScriptedOpenAIServer(SynthScript()) as server:
+        def settings(seed: int) -> SynthSettings:
+            return SynthSettings("shop", tmp_path / "shop", tables=1, records=2, tasks=1, seed=seed)
+
+        model = resolve_model("gpt-5-mini", base_url=server.base_url)
+        await synthesize_llm(settings(0), model)
+        first = len(server.requests)
+        await synthesize_llm(settings(0), model)
+        assert len(server.requests) == first  # all from the cache
+        await synthesize_llm(settings(1), model)
+        assert len(server.requests) == 2 * first  # another seed: every item is asked again
+        await synthesize_llm(settings(1), resolve_model("qwen3-8b", base_url=server.base_url))
+        assert len(server.requests) == 3 * first  # another model: likewise
+    assert first >= 5
+
+
 # ---- the tool checks -----------------------------------------------------------------------------------------------
 
 def _shop() -> tuple[list[TableSchema], dict]:

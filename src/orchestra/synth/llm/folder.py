@@ -25,7 +25,7 @@ from orchestra.synth.export import domain_stats
 from orchestra.synth.llm.cache import Outcome, write_atomic
 from orchestra.synth.llm.schema import TableSchema, record_model
 
-DETAIL_CHARS = 300
+DETAIL_CHARS = 600
 
 
 def rejection_report(outcomes: Sequence[Outcome]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Running one pipeline item: ask the model, check what it wrote, store the outcome; never raise for bad output.
 
 `ItemRunner.run(stage, item, inputs, messages, check)` is the one path every LLM stage takes:
-1. the cache key is `cache.digest(stage, prompt, model identity, [item id, inputs])` (two items may ask the same
-   question: each keeps its own answer); a stored outcome is returned as is;
+1. the cache key is `cache.digest(stage, prompt, model identity, [item id, inputs, run seed])` (two items may ask the
+   same question: each keeps its own answer); a stored outcome is returned as is;
 2. otherwise (at most `concurrency` at once) the model is asked once, with a seed derived from the key, so a rerun
    of an unfinished item asks the same question;
 3. `check(text)` turns the text into the accepted value or raises `Rejected(reason)`: bad JSON, a schema violation,
@@ -56,8 +56,9 @@ class Model:
 class ItemRunner:
     """Runs items against the cache (see the module docstring). One per pipeline run."""
 
-    def __init__(self, cache: StageCache, *, concurrency: int = 4):
+    def __init__(self, cache: StageCache, *, concurrency: int = 4, seed: int = 0):
         self.cache = cache
+        self.seed = seed
         self.gate = asyncio.Semaphore(concurrency)
         self.outcomes: list[Outcome] = []
         self.calls = 0
@@ -65,7 +66,7 @@ class ItemRunner:
 
     async def run(self, stage: str, item: str, inputs: Any, messages: Sequence[Message], model: Model,
                   check: Check) -> Outcome:
-        key = digest(stage, "\n".join(m.content for m in messages), model.identity, [item, inputs])
+        key = digest(stage, "\n".join(m.content for m in messages), model.identity, [item, inputs, self.seed])
         outcome = self.cache.get(stage, key)
         if outcome is None:
             outcome = await self._fresh(stage, item, key, messages, model, check)
@@ -76,7 +77,7 @@ class ItemRunner:
     async def local(self, stage: str, item: str, inputs: Any, identity: str, work: Callable[[], Awaitable[Any]]
                     ) -> Outcome:
         """An item with no model call (a sandbox check, a replay): cached and reported the same way."""
-        key = digest(stage, "", identity, [item, inputs])
+        key = digest(stage, "", identity, [item, inputs, self.seed])
         outcome = self.cache.get(stage, key)
         if outcome is None:
             async with self.gate:
@@ -107,9 +108,11 @@ class ItemRunner:
                 value = await check(completion.text)
             except Rejected as exc:
                 cut = completion.finish_reason == "length"  # the answer hit max_tokens: say so, not just "bad"
+                answer = completion.text[:1500]
+                same = not exc.detail or answer.startswith(exc.detail)  # a parser's detail may be the answer itself
+                detail = answer if same else f"{exc.detail[:400]} | the answer: {answer}"
                 return Outcome(stage=stage, item=item, status="rejected",
-                               reason=f"truncated: {exc.reason}" if cut else exc.reason,
-                               detail=(exc.detail or completion.text)[:2000])
+                               reason=f"truncated: {exc.reason}" if cut else exc.reason, detail=detail)
         return Outcome(stage=stage, item=item, status="accepted", value=value)
 
 

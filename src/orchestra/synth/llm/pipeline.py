@@ -85,7 +85,7 @@ async def synthesize_llm(settings: SynthSettings, model: Model, judge: Model | N
                          strong: Sequence[Model] = ()) -> SynthResult:
     """Run every stage (see the module docstring) and write the domain folder at `settings.out`."""
     settings.check()
-    runner = ItemRunner(StageCache(settings.out), concurrency=settings.concurrency)
+    runner = ItemRunner(StageCache(settings.out), concurrency=settings.concurrency, seed=settings.seed)
     run = _Run(settings, model, judge or model, runner)
     tables = await run.schemas(await run.tables())
     db = await run.records(tables)
