@@ -14,6 +14,7 @@ have exactly the messages, tool calls and observations the student will see.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import statistics
@@ -125,6 +126,13 @@ def _best_direct(rows: Sequence[Row], allowed: set[str]) -> str:
     return max(sorted(allowed), key=lambda m: _score(rows, Route(direct=m))[0])
 
 
+@functools.cache
+def _letter(response: str) -> str | None:
+    """`extract_choice`, remembered: a fit scores every candidate route on every training row, and a policy is refit
+    for each set of offered models, prices and preference family (the paper sampler's examples nearly all differ)."""
+    return extract_choice(response)
+
+
 def _score(rows: Sequence[Row], route: Route) -> tuple[float, float]:
     """(accuracy, mean cost) of a route replayed on recorded rows; unavailable models count as wrong and free."""
     correct, cost = [], []
@@ -137,7 +145,7 @@ def _score(rows: Sequence[Row], route: Route) -> tuple[float, float]:
             continue
         a, b = (rec.get(m) for m in route.pair or ())
         spent = (a.cost_usd if a else 0.0) + (b.cost_usd if b else 0.0)
-        letters = [extract_choice(x.response) if x else None for x in (a, b)]
+        letters = [_letter(x.response) if x else None for x in (a, b)]
         if a is not None and letters[0] and letters[0] == letters[1]:
             correct.append(a.correct)
         else:
