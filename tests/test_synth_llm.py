@@ -204,6 +204,37 @@ async def test_another_seed_or_model_is_asked_again(tmp_path: Path) -> None:
     assert first >= 5
 
 
+async def test_endpoint_failures_are_not_stored_and_a_rerun_asks_again(tmp_path: Path) -> None:
+    """A 500 on the customers schema (after the backend's one attempt) fails the item without storing it; orders,
+    which reference customers, are dropped by the references filter; the rerun asks for the customers schema again."""
+    from tests.servers.scripted_openai import Fault
+    from tests.servers.synth_model import stage_of
+
+    script = SynthScript()
+    down = {"on": True}
+
+    def handler(request):
+        stage, text = stage_of(request)
+        if down["on"] and stage == "schema" and '"name": "customers"' in text.split("Define the fields of table")[1]:
+            return Fault("status", status=500)
+        return script(request)
+
+    settings = SynthSettings("shop", tmp_path / "shop", tables=3, records=2, tasks=2)
+    with ScriptedOpenAIServer(handler) as server:
+        model = resolve_model("gpt-5-mini", base_url=server.base_url, max_attempts=1)
+        first = await synthesize_llm(settings, model)
+        schema = first.report["stages"]["schema"]
+        assert schema["failed"] == 2 and schema["reasons"] == {"backend_error": 2}  # both tries
+        assert first.report["stages"]["references"]["reasons"] == {"references a table with no schema": 1}
+        assert set(json.loads((tmp_path / "shop" / "db.json").read_text())) == {"products"}
+        asked = script.asked[("schema", "customers")]
+        down["on"] = False
+        second = await synthesize_llm(settings, model)
+    assert script.asked[("schema", "customers")] == asked + 1
+    assert second.report["stages"]["schema"]["failed"] == 0
+    assert set(json.loads((tmp_path / "shop" / "db.json").read_text())) == {"customers", "products", "orders"}
+
+
 # ---- the tool checks -----------------------------------------------------------------------------------------------
 
 def _shop() -> tuple[list[TableSchema], dict]:
