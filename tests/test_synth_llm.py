@@ -311,6 +311,15 @@ async def test_correct_code_of_every_planned_tool_passes() -> None:
         await sandbox_check(code, p, table_def(table), db)
 
 
+def test_model_spec_forms_resolve_like_the_other_commands() -> None:
+    url = "http://127.0.0.1:9/v1"
+    by_name = resolve_model("gpt-5-mini", base_url=url)
+    by_url = resolve_model(url, endpoint_model="gpt-5-mini")
+    assert by_name.backend.base_url == by_url.backend.base_url == url and by_name.identity == by_url.identity
+    bundled = resolve_model("bundled", max_tokens=64)  # SmolLM2 in process; its weights load on the first call
+    assert bundled.backend.model == "smollm2-135m-instruct" and bundled.sampling.max_tokens == 64
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case, expected", [
