@@ -199,3 +199,20 @@ def test_cheapest_cost_weight_is_configurable():
     assert {s.preferences.cost for s in _many(dist, 10)} == {0.5}
     with pytest.raises(ConfigError):
         PreferenceDistribution(avoid_provider_share=1.5)
+
+
+def test_avoid_always_leaves_an_offered_candidate_to_use():
+    """Offered only one provider's models (or one model), "avoid" must not rule out all of them: the draw names
+    nothing that empties the offer, and falls back to another family when nothing can be avoided."""
+    one_provider = [Candidate("gpt-5", "openai"), Candidate("gpt-5-mini", "openai"), Candidate("qwen3-32b", "qwen")]
+    dist = PreferenceDistribution(family_weights={"avoid": 1.0, "accuracy": 1.0}, min_tools=2, max_tools=2)
+    samples = [sample_for_example(3, f"ex-{i}", one_provider, TABLE, dist) for i in range(300)]
+    pairs = Counter(frozenset(s.tools) for s in samples)
+    assert pairs[frozenset({"gpt-5", "gpt-5-mini"})] > 20  # the subset that one provider ban would empty was drawn
+    for s in samples:
+        if s.family == "avoid":
+            banned = set(s.banned_tools) | {c.name for c in one_provider if c.provider in s.banned_providers}
+            assert set(s.tools) - banned, (s.tools, s.preferences.instruction)
+    single = [sample_for_example(3, f"one-{i}", one_provider, TABLE, PreferenceDistribution(
+        family_weights={"avoid": 1.0, "accuracy": 1.0}, min_tools=1, max_tools=1)) for i in range(50)]
+    assert {s.family for s in single} == {"accuracy"}

@@ -135,7 +135,8 @@ def sample_preference(
         raise ConfigError(f"always_include: {sorted(missing)} are not candidates")
     offered = _draw_subset(rng, candidates, distribution)
     optional = [c for c in offered if c.name not in distribution.always_include]
-    can_avoid = any(_avoid_options(optional, distribution))
+    kept = len(offered) > len(optional)  # an always-included candidate stays usable whatever is avoided
+    can_avoid = any(_avoid_options(optional, distribution, kept))
     feasible = {f: w for f, w in distribution.family_weights.items() if w > 0 and (f != "avoid" or can_avoid)}
     if not feasible:
         raise ConfigError("family_weights: only 'avoid' has weight, but nothing offered can be avoided")
@@ -145,7 +146,7 @@ def sample_preference(
     if family == "corner":
         preferences = _corner(rng, optional)
     elif family == "avoid":
-        preferences, banned_tools, banned_providers = _avoid(rng, optional, distribution)
+        preferences, banned_tools, banned_providers = _avoid(rng, optional, distribution, kept)
     elif family == "cheapest":
         preferences = Preferences(outcome=1.0, cost=distribution.cheapest_cost_weight,
                                   instruction=rng.choice(_CHEAPEST))
@@ -207,18 +208,21 @@ def _corner(rng: random.Random, optional: Sequence[Candidate]) -> Preferences:
     )
 
 
-def _avoid_options(optional: Sequence[Candidate], distribution: PreferenceDistribution
+def _avoid_options(optional: Sequence[Candidate], distribution: PreferenceDistribution, kept: bool
                    ) -> tuple[list[str], bool]:
-    """(providers an "avoid" draw may name, whether it may name a single candidate) for this subset."""
+    """(providers an "avoid" draw may name, whether it may name a single candidate) for this subset. Whatever is
+    avoided, an offered candidate remains usable (`kept`: an always-included one does): avoiding everything offered
+    is not a preference anyone can follow."""
     providers = sorted({c.provider for c in optional if c.provider
-                        and (distribution.avoid_providers is None or c.provider in distribution.avoid_providers)})
+                        and (distribution.avoid_providers is None or c.provider in distribution.avoid_providers)
+                        and (kept or any(o.provider != c.provider for o in optional))})
     share = distribution.avoid_provider_share
-    return (providers if share > 0 else []), bool(optional) and share < 1
+    return (providers if share > 0 else []), len(optional) >= (1 if kept else 2) and share < 1
 
 
-def _avoid(rng: random.Random, optional: Sequence[Candidate], distribution: PreferenceDistribution
+def _avoid(rng: random.Random, optional: Sequence[Candidate], distribution: PreferenceDistribution, kept: bool
            ) -> tuple[Preferences, frozenset[str], frozenset[str]]:
-    providers, single = _avoid_options(optional, distribution)
+    providers, single = _avoid_options(optional, distribution, kept)
     if providers and (not single or rng.random() < distribution.avoid_provider_share):
         provider = rng.choice(providers)
         avoided = {c.name for c in optional if c.provider == provider}
