@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from orchestra.envs.routerbench.baselines import Outcomes, fit_cascades, oracle_model, simulate_cascade
-from orchestra.envs.routerbench.demonstrations import _score, fit_consult_policy
+from orchestra.envs.routerbench.demonstrations import fit_consult_policy, score_route
 from orchestra.envs.routerbench.env import load_rows, split_rows
 from orchestra.paths import shared_data
 
@@ -40,7 +40,7 @@ def teacher_on(rows, train, share):
     total_acc = total_cost = 0.0
     for task_type in sorted({r.task_type for r in rows}):
         group = [r for r in rows if r.task_type == task_type]
-        acc, cost = _score(group, policy.route(task_type))
+        acc, cost = score_route(group, policy.route(task_type))
         total_acc, total_cost = total_acc + acc * len(group), total_cost + cost * len(group)
     return total_acc / len(rows), total_cost / len(rows)
 

@@ -14,15 +14,15 @@ have exactly the messages, tool calls and observations the student will see.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestra.answers import extract_choice
+import numpy as np
+
 from orchestra.backends.scripted import ScriptedBackend
+from orchestra.envs.routerbench.baselines import Outcomes
 from orchestra.envs.routerbench.env import Row, shown_letter
 from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
@@ -53,34 +53,86 @@ def fit_consult_policy(
     """The best-accuracy routes (one per task type) whose total cost is at most `max_cost_share` of always asking
     `escalate` (or, when it is not allowed, the most accurate allowed model). Solved as a Lagrangian sweep: for each
     price of accuracy λ, every task type takes the route maximizing accuracy - λ·cost; the best sweep point within
-    the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor)."""
-    if price_factors:
-        rows = [r.repriced(price_factors) for r in rows]
-    models = sorted({m for r in rows for m in r.records})
+    the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor).
+
+    Routes are scored on arrays of the recorded outcomes (`Outcomes`, built once per row list and reused), so a fit
+    takes milliseconds: training refits the policy for every set of offered models, prices and preference family."""
+    models, tables = _tables(rows)
+    factors = np.array([float((price_factors or {}).get(m, 1.0)) for m in models])
     allowed_set = set(allowed) if allowed is not None else set(models)
-    groups = {t: [r for r in rows if r.task_type == t] for t in sorted({r.task_type for r in rows})}
     scored: dict[str, list[tuple[float, float, Route]]] = {}
+    sizes: dict[str, int] = {}
     top_cost = 0.0
-    for task_type, group in groups.items():
-        top = escalate if escalate in allowed_set else _best_direct(group, allowed_set)
-        top_cost += _mean_cost(group, top) * len(group)
-        cheap = [m for m in models if m in allowed_set and m != top and _mean_cost(group, m) <= max_pair_price_usd]
+    for task_type, outcomes in tables.items():
+        group = _Scorer(outcomes, outcomes.cost_usd * factors)
+        sizes[task_type] = len(outcomes.correct)
+        top = escalate if escalate in allowed_set else max(
+            sorted(allowed_set), key=lambda m: group.score(Route(direct=m))[0])
+        top_cost += group.mean_cost(top) * sizes[task_type]
+        cheap = [m for m in models if m in allowed_set and m != top and group.mean_cost(m) <= max_pair_price_usd]
         options = [Route(direct=m) for m in sorted(allowed_set) if m in models]
-        if any(extract_choice(r.records[m].response) for r in group[:20] for m in r.records):
+        if (outcomes.letter[:20] > 0).any():
             options += [Route(pair=(a, b), escalate=top) for a, b in itertools.permutations(cheap, 2)]
-        scored[task_type] = [(*_score(group, o), o) for o in options]
+        scored[task_type] = [(*group.score(o), o) for o in options]
     budget = max_cost_share * top_cost
     best: tuple[float, float, dict[str, Route]] | None = None
     for lam in [0.0] + [10 ** (k / 8) for k in range(-8, 40)]:
         routes = {t: max(opts, key=lambda x: (x[0] - lam * x[1], -x[1]))[2] for t, opts in scored.items()}
-        correct = sum(_pick(scored[t], routes[t])[0] * len(groups[t]) for t in groups)
-        cost = sum(_pick(scored[t], routes[t])[1] * len(groups[t]) for t in groups)
+        correct = sum(_pick(scored[t], routes[t])[0] * sizes[t] for t in scored)
+        cost = sum(_pick(scored[t], routes[t])[1] * sizes[t] for t in scored)
         if cost <= budget and (best is None or (correct, -cost) > (best[0], -best[1])):
             best = (correct, cost, routes)
     if best is None:
         cheapest = {t: min(opts, key=lambda x: x[1])[2] for t, opts in scored.items()}
         return ConsultPolicy(cheapest)
     return ConsultPolicy(best[2])
+
+
+_TABLES: dict[int, tuple[Sequence[Row], tuple[str, ...], dict[str, Outcomes]]] = {}
+
+
+def _tables(rows: Sequence[Row]) -> tuple[tuple[str, ...], dict[str, Outcomes]]:
+    """The models and, per task type, the outcome arrays of `rows`, remembered for the last few row lists (the
+    entry keeps its list alive, so its id cannot be reused by another)."""
+    entry = _TABLES.get(id(rows))
+    if entry is None or entry[0] is not rows:
+        models = tuple(sorted({m for r in rows for m in r.records}))
+        groups = {t: Outcomes.of([r for r in rows if r.task_type == t], models)
+                  for t in sorted({r.task_type for r in rows})}
+        while len(_TABLES) >= 4:
+            _TABLES.pop(next(iter(_TABLES)))
+        entry = _TABLES[id(rows)] = (rows, models, groups)
+    return entry[1], entry[2]
+
+
+class _Scorer:
+    """Routes replayed on one task type's outcome arrays, at the given per-row costs; unavailable models count as
+    wrong and free."""
+
+    def __init__(self, outcomes: Outcomes, cost: np.ndarray):
+        self.o, self.cost = outcomes, cost
+        self.index = {m: j for j, m in enumerate(outcomes.models)}
+
+    def mean_cost(self, model: str) -> float:
+        j = self.index.get(model)
+        have = self.o.available[:, j] if j is not None else None
+        return float(self.cost[have, j].mean()) if have is not None and have.any() else float("inf")
+
+    def score(self, route: Route) -> tuple[float, float]:
+        o, cost = self.o, self.cost
+        if route.direct is not None:
+            j = self.index.get(route.direct)
+            if j is None:
+                return 0.0, 0.0
+            return float(o.correct[:, j].mean()), float(cost[:, j].mean())
+        a, b = (self.index[m] for m in route.pair or ())
+        e = self.index.get(route.escalate or "")
+        agree = o.available[:, a] & (o.letter[:, a] > 0) & (o.letter[:, a] == o.letter[:, b])
+        top_correct = o.correct[:, e] if e is not None else np.zeros(len(agree))
+        top_cost = cost[:, e] if e is not None else np.zeros(len(agree))
+        correct = np.where(agree, o.correct[:, a], top_correct)
+        spent = cost[:, a] + cost[:, b] + np.where(agree, 0.0, top_cost)
+        return float(correct.mean()), float(spent.mean())
 
 
 def _pick(options: list[tuple[float, float, Route]], route: Route) -> tuple[float, float]:
@@ -117,40 +169,13 @@ def _task_type(messages: Sequence[Message]) -> str:
     return first.removeprefix("Task:").strip()
 
 
-def _mean_cost(rows: Sequence[Row], model: str) -> float:
-    costs = [r.records[model].cost_usd for r in rows if model in r.records]
-    return statistics.fmean(costs) if costs else float("inf")
-
-
-def _best_direct(rows: Sequence[Row], allowed: set[str]) -> str:
-    return max(sorted(allowed), key=lambda m: _score(rows, Route(direct=m))[0])
-
-
-@functools.cache
-def _letter(response: str) -> str | None:
-    """`extract_choice`, remembered: a fit scores every candidate route on every training row, and a policy is refit
-    for each set of offered models, prices and preference family (the paper sampler's examples nearly all differ)."""
-    return extract_choice(response)
-
-
-def _score(rows: Sequence[Row], route: Route) -> tuple[float, float]:
-    """(accuracy, mean cost) of a route replayed on recorded rows; unavailable models count as wrong and free."""
-    correct, cost = [], []
-    for row in rows:
-        rec = row.records
-        if route.direct is not None:
-            r = rec.get(route.direct)
-            correct.append(bool(r and r.correct))
-            cost.append(r.cost_usd if r else 0.0)
-            continue
-        a, b = (rec.get(m) for m in route.pair or ())
-        spent = (a.cost_usd if a else 0.0) + (b.cost_usd if b else 0.0)
-        letters = [_letter(x.response) if x else None for x in (a, b)]
-        if a is not None and letters[0] and letters[0] == letters[1]:
-            correct.append(a.correct)
-        else:
-            top = rec.get(route.escalate or "")
-            correct.append(bool(top and top.correct))
-            spent += top.cost_usd if top else 0.0
-        cost.append(spent)
-    return statistics.fmean(correct), statistics.fmean(cost)
+def score_route(rows: Sequence[Row], route: Route) -> tuple[float, float]:
+    """(accuracy, mean cost) of `route` replayed on `rows` at their recorded prices."""
+    models, tables = _tables(rows)
+    del models
+    total_correct = total_cost = 0.0
+    for outcomes in tables.values():
+        correct, cost = _Scorer(outcomes, outcomes.cost_usd).score(route)
+        total_correct, total_cost = total_correct + correct * len(outcomes.correct), total_cost + cost * len(
+            outcomes.correct)
+    return total_correct / len(rows), total_cost / len(rows)
