@@ -139,3 +139,16 @@ def test_prices_reprice_recorded_answers_and_bad_prices_are_one_line(toy, tmp_pa
         prices.write_text(body)
         bad = invoke("eval", "routerbench", "--data", toy, "-o", "oracle", "--prices", prices, "--out", tmp_path)
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+def test_checkpoints_with_the_same_folder_name_get_their_own_run_folders():
+    from orchestra.evaluate.commands import run_names
+
+    names = run_names(["runs/a/sft/orchestrator", "runs/b/sft/orchestrator/", "cascade", "runs/c/orchestrator",
+                       "http://127.0.0.1:8000/v1"])
+    assert names == {"runs/a/sft/orchestrator": "a_sft_orchestrator", "runs/b/sft/orchestrator/": "b_sft_orchestrator",
+                     "cascade": "cascade", "runs/c/orchestrator": "c_orchestrator",
+                     "http://127.0.0.1:8000/v1": "http_127.0.0.1_8000_v1"}
+    assert len(set(names.values())) == len(names)
+    assert run_names(["runs/x/orchestrator", "always:gpt-4"]) == {"runs/x/orchestrator": "orchestrator",
+                                                                  "always:gpt-4": "always_gpt-4"}

@@ -75,8 +75,24 @@ def load_prices(path: str | None) -> tuple[PriceTable, dict[str, Any]]:
     return table, info
 
 
-def slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.rstrip("/").split("/")[-1] if "://" not in spec else spec).strip("_")
+def slug(spec: str, parts: int = 1) -> str:
+    """A folder name for `spec`: its last `parts` path components (the whole spec for an endpoint URL)."""
+    name = spec if "://" in spec else "/".join(spec.rstrip("/").split("/")[-parts:])
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def run_names(specs: Sequence[str]) -> dict[str, str]:
+    """The run folder name of each spec: its slug, lengthened by parent path components for specs whose slugs
+    collide (every trained checkpoint folder is called `orchestrator`: `runs/a/orchestrator` and
+    `runs/b/orchestrator` become `a_orchestrator` and `b_orchestrator`)."""
+    names = {spec: slug(spec) for spec in specs}
+    for parts in range(2, 16):
+        taken = list(names.values())
+        clashing = {spec for spec, name in names.items() if taken.count(name) > 1}
+        if not clashing:
+            break
+        names.update({spec: slug(spec, parts) for spec in clashing})
+    return names
 
 
 def eval_command(
@@ -142,6 +158,7 @@ def eval_command(
         base = read_items(base_run / "items.jsonl") if base_run else None
         run_budget = Budget(cfg.run_budget_usd) if cfg.run_budget_usd is not None else None
         summaries = []
+        names = run_names(cfg.orchestrators)
         for spec in cfg.orchestrators:
             resolved = resolve_orchestrator(spec, ctx)
             settings = resolved.episode_settings(
@@ -149,9 +166,9 @@ def eval_command(
                                 budget=run_budget))
             config = {"env": dict(suite.identity), "spec": spec, "prices": price_info, "pool": pool_identity(cfg.pool)}
             results = asyncio.run(run_with_progress(
-                suite.env, tasks, resolved, out / slug(spec), config=config, settings=settings, trials=cfg.trials,
+                suite.env, tasks, resolved, out / names[spec], config=config, settings=settings, trials=cfg.trials,
                 concurrency=cfg.concurrency, force=force, base_records=base, show=progress))
-            summaries.append((spec, out / slug(spec), results))
+            summaries.append((spec, out / names[spec], results))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
