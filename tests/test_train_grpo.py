@@ -216,9 +216,8 @@ RUN = textwrap.dedent(
 
 def test_grpo_killed_after_a_checkpoint_resumes_from_it(setup, tmp_path):
     """TRL's checkpoint holds the weights, optimizer, scheduler, RNG states and step; the rerun continues at step
-    k + 1 and metrics.jsonl reads as one run. Not asserted: equality with an uninterrupted run. The rollouts are
-    sampled by `LocalBackend`, whose own RNG (seeded once, at construction) is in no checkpoint, so a resumed run
-    draws different rollouts from step k + 1 on than an uninterrupted one would."""
+    k + 1 and metrics.jsonl reads as one run. That the resumed run also samples the uninterrupted run's rollouts
+    (the rollout sampler is reseeded per step) is asserted by the slow R6 test in tests/test_checkpoint.py."""
     every, steps = 2, 4
     out = tmp_path / "grpo"
     config = json.dumps(setup.grpo_config(out, steps=steps, group_size=4, prompts_per_step=2,
