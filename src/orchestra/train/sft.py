@@ -249,8 +249,10 @@ class _TrainedTokenLoss(torch.nn.Module):
         hidden = base.model(input_ids=ids, attention_mask=attention).last_hidden_state
         predicts = trained[:, 1:] > 0  # position t predicts token t + 1
         logits = base.lm_head(hidden[:, :-1][predicts])
-        weights = trained[:, 1:][predicts]
-        losses = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][predicts], reduction="none")
+        weights, targets = trained[:, 1:][predicts], ids[:, 1:][predicts]
+        if bool((weights == 1).all()):  # unweighted: the plain mean, bit for bit what runs before weights gave
+            return torch.nn.functional.cross_entropy(logits.float(), targets), weights.sum()
+        losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
         return (losses * weights).sum() / weights.sum(), weights.sum()
 
 
