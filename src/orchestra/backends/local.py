@@ -28,6 +28,8 @@ Invariants
   required arguments. Forced ids are part of `completion_ids` (the model read them) with log-probability 0.0. For
   untrained small models, which otherwise answer from memory; off by default, since a trained policy's ids must all
   be its own samples.
+- Tool calls are read from the text (`orchestra.toolcalls`) only when the request offers tools: without tools the
+  reply is text, so a plain JSON answer with a "name" key is never taken for a call.
 - Generation failures (out of memory, ...) reach every waiting caller as `BackendError`.
 """
 
@@ -199,7 +201,9 @@ class LocalBackend:
         end_id = ids[-1] if ids and ids[-1] in self.end_ids else None
         text = self.tokenizer.decode(list(ids[:-1] if end_id is not None else ids), skip_special_tokens=False)
         text = _cut_at_stop(text, sampling.stop)
-        visible, calls = parse_tool_calls(text, id_prefix=f"call_{next(self._call_ids)}_")
+        # With no tools offered the reply is text, even when it holds a fenced JSON block with a "name" key.
+        visible, calls = (parse_tool_calls(text, id_prefix=f"call_{next(self._call_ids)}_") if tools
+                          else (text.strip(), []))
         usage = Usage(len(prompt_ids), len(ids))
         completion = Completion(
             text=visible,

@@ -322,7 +322,7 @@ class OpenAICompatBackend:
             call.setdefault("id", None)
             call["id"] = call["id"] or f"call_{secrets.token_hex(6)}"
         calls = parse_openai_tool_calls(raw_calls)
-        if not calls:
+        if not calls and tools:  # with no tools offered, a fenced JSON answer is the answer, not a call
             text, calls = parse_tool_calls(text, id_prefix=f"call_{secrets.token_hex(6)}_")
         if reply.cut:
             text = text[: self.max_response_chars] + f"\n[truncated at {self.max_response_chars} characters]"

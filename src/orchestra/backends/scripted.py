@@ -1,7 +1,8 @@
 """ScriptedBackend: a deterministic ChatBackend double for tests, examples and benchmarks.
 
 It answers from a script: either a list of replies consumed in order, or a function of the conversation. A reply is
-text (parsed for tool calls like any model output, so tests exercise the real parser) or a ready `Completion`.
+text (parsed for tool calls like any model output when the request offers tools, so tests exercise the real parser;
+with no tools it stays text, as with the real backends) or a ready `Completion`.
 Usage is counted as whitespace-separated words, so costs are predictable in tests.
 """
 
@@ -54,7 +55,7 @@ class ScriptedBackend:
             return reply
         usage = Usage(sum(len(m.content.split()) for m in messages), len(reply.split()))
         n = next(self._ids)
-        text, calls = parse_tool_calls(reply, id_prefix=f"call_{n}_")
+        text, calls = parse_tool_calls(reply, id_prefix=f"call_{n}_") if tools else (reply.strip(), [])
         return Completion(
             text=text,
             tool_calls=tuple(calls),
