@@ -1,5 +1,9 @@
 """MCP both ways, against real processes: a server written here with the `mcp` SDK (stdio subprocess and streamable
-HTTP on 127.0.0.1) imported as tools, and `orchestra mcp serve` listed and called by the SDK's own client."""
+HTTP on 127.0.0.1) imported as tools, and `orchestra mcp serve` listed and called by the SDK's own client.
+
+Every test (or fixture) closes the connections it opens, and for stdio servers asserts that each process it started
+(its pid written to PID_FILE by the fixture server) is gone afterwards: nothing outlives the test that started it.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,14 @@ from orchestra.pool import build_pool  # noqa: E402
 from orchestra.preferences import Limits  # noqa: E402
 from orchestra.rollout.episode import run_episode  # noqa: E402
 from orchestra.task import Task  # noqa: E402
-from orchestra.tools.mcp import McpServerConfig, mcp_connect, mcp_tools, render_result  # noqa: E402
+from orchestra.tools.mcp import (  # noqa: E402
+    McpServerConfig,
+    close_tools,
+    connection_of,
+    mcp_connect,
+    mcp_tools,
+    render_result,
+)
 from orchestra.tools.toolbox import Toolbox  # noqa: E402
 from orchestra.types import Termination, ToolCall  # noqa: E402
 
@@ -132,16 +143,21 @@ def http_url(server_script):
 
 
 @pytest.fixture(scope="module", params=["stdio", "http"])
-def toolbox(request, server_script) -> Toolbox:
+def toolbox(request, server_script, tmp_path_factory) -> Toolbox:
+    pids = tmp_path_factory.mktemp("pids") / "pids"
     if request.param == "stdio":
         config = McpServerConfig(command=[sys.executable, str(server_script)], prefix="fx_", timeout_s=20,
-                                 usd_per_call=0.002, latency_s=0.5)
+                                 usd_per_call=0.002, latency_s=0.5, env={"PID_FILE": str(pids)})
     else:
         config = McpServerConfig(url=request.getfixturevalue("http_url"), prefix="fx_", timeout_s=20,
                                  usd_per_call=0.002, latency_s=0.5)
     connection, tools = mcp_connect(config)
-    yield Toolbox.of(tools)
-    connection.close()
+    try:
+        yield Toolbox.of(tools)
+    finally:
+        connection.close()
+    if request.param == "stdio":
+        assert _all_gone(_started(pids), expected=1)
 
 
 async def _call(toolbox: Toolbox, tool_name: str, **arguments):
@@ -186,25 +202,33 @@ async def test_concurrent_calls_share_the_session_without_queueing(toolbox):
     assert time.perf_counter() - started < 2.5  # four 1 s calls overlapped on one session
 
 
-async def test_a_slow_call_times_out_and_the_session_survives(server_script):
-    connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)], timeout_s=1.5))
-    box = Toolbox.of(tools)
-    started = time.perf_counter()
-    slow = await _call(box, "nap", seconds=30)
-    assert slow.status == "tool_error" and "timed out after 1.5 s" in slow.content
-    assert time.perf_counter() - started < 5
-    assert (await _call(box, "echo", text="still here")).content == "still here"
-    connection.close()
+async def test_a_slow_call_times_out_and_the_session_survives(server_script, tmp_path):
+    pids = tmp_path / "pids"
+    connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)], timeout_s=1.5,
+                                                    env={"PID_FILE": str(pids)}))
+    try:
+        box = Toolbox.of(tools)
+        started = time.perf_counter()
+        slow = await _call(box, "nap", seconds=30)
+        assert slow.status == "tool_error" and "timed out after 1.5 s" in slow.content
+        assert time.perf_counter() - started < 5
+        assert (await _call(box, "echo", text="still here")).content == "still here"
+    finally:
+        await asyncio.to_thread(connection.close)
     assert "closed" in (await _call(box, "echo", text="after close")).content
+    assert await _all_gone_async(_started(pids), expected=1)  # closing stopped the server mid-nap too
 
 
 async def test_a_server_that_dies_mid_call_is_one_observation_and_the_episode_goes_on(server_script, tmp_path):
     pids = tmp_path / "pids"
-    tools = mcp_tools(McpServerConfig(command=[sys.executable, str(server_script)], env={"PID_FILE": str(pids)},
-                                      name="fixture", timeout_s=20))
+    connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)],
+                                                    env={"PID_FILE": str(pids)}, name="fixture", timeout_s=20))
     script = [_tool_call("die"), _tool_call("echo", text="back"), _tool_call("die"), _tool_call("echo", text="again"),
               "The server is gone; answering from what I have."]
-    tr = await run_episode(Task("t", "q"), ScriptedBackend(script), Toolbox.of(tools), limits=Limits(max_turns=8))
+    try:
+        tr = await run_episode(Task("t", "q"), ScriptedBackend(script), Toolbox.of(tools), limits=Limits(max_turns=8))
+    finally:
+        await asyncio.to_thread(connection.close)
     died, back, died_again, gone = tr.observations
     assert tr.termination == Termination.FINAL_MESSAGE and tr.final_answer.startswith("The server is gone")
     assert died.status == "tool_error" and "MCP server 'fixture' died during a call to die" in died.content
@@ -220,16 +244,18 @@ async def test_a_server_that_exited_between_calls_is_restarted_before_the_next_c
     pids = tmp_path / "pids"
     connection, tools = mcp_connect(McpServerConfig(command=[sys.executable, str(server_script)],
                                                     env={"PID_FILE": str(pids)}, timeout_s=20))
-    box = Toolbox.of(tools)
-    assert (await _call(box, "echo", text="one")).content == "one"
-    first = int(pids.read_text())
-    os.kill(first, signal.SIGKILL)
-    assert await _exits(first)
-    await asyncio.sleep(0.2)  # let the session read the end of the pipe
-    again = await _call(box, "echo", text="two")
-    assert (again.status, again.content) == ("ok", "two")  # the call was sent to a new process, not lost
-    assert len(pids.read_text().split()) == 2
-    connection.close()
+    try:
+        box = Toolbox.of(tools)
+        assert (await _call(box, "echo", text="one")).content == "one"
+        first = int(pids.read_text())
+        os.kill(first, signal.SIGKILL)
+        assert await _exits(first)
+        await asyncio.sleep(0.2)  # let the session read the end of the pipe
+        again = await _call(box, "echo", text="two")
+        assert (again.status, again.content) == ("ok", "two")  # the call was sent to a new process, not lost
+    finally:
+        await asyncio.to_thread(connection.close)
+    assert await _all_gone_async(_started(pids), expected=2)  # the replacement stopped with the connection
 
 
 async def test_an_episode_calls_imported_tools_with_a_scripted_orchestrator(toolbox):
@@ -241,11 +267,18 @@ async def test_an_episode_calls_imported_tools_with_a_scripted_orchestrator(tool
 
 
 def test_pool_yaml_expands_an_mcp_entry_to_its_allow_listed_tools(server_script, tmp_path):
+    pids = tmp_path / "pids"
     pool = _pool(tmp_path, {"command": [sys.executable, str(server_script)], "tools": ["add", "echo"],
-                            "prefix": "fx_", "usd_per_call": 0.01})
+                            "prefix": "fx_", "usd_per_call": 0.01, "env": {"PID_FILE": str(pids)}})
     built = build_pool(pool)
-    assert [t.name for t in built.tools] == ["calculator", "fx_add", "fx_echo"]
-    assert built.tools[1].spec.cost.usd_per_call == 0.01
+    try:
+        assert [t.name for t in built.tools] == ["calculator", "fx_add", "fx_echo"]
+        assert built.tools[1].spec.cost.usd_per_call == 0.01
+        assert connection_of(built.tools[0]) is None and connection_of(built.tools[1]) is connection_of(built.tools[2])
+    finally:
+        closed = close_tools(built.tools)
+    assert closed == 1 and close_tools(built.tools) == 0  # one server behind both tools; closing twice is a no-op
+    assert _all_gone(_started(pids), expected=1)
 
 
 @pytest.mark.parametrize(("mcp", "message"), [
@@ -265,8 +298,11 @@ def test_an_unreachable_server_or_unknown_tool_fails_at_build_naming_the_field(s
         build_pool(_pool(tmp_path, {"command": ["no-such-mcp-server"]}))
     with pytest.raises(ConfigError, match=r"tools\.1\.mcp: cannot connect .*127\.0\.0\.1"):
         build_pool(_pool(tmp_path, {"url": f"http://127.0.0.1:{_free_port()}/mcp", "connect_timeout_s": 5}))
+    pids = tmp_path / "pids"
     with pytest.raises(ConfigError, match=r"tools\.1\.mcp\.tools: .*no tool 'mul'; it has: add, calls, die"):
-        build_pool(_pool(tmp_path, {"command": [sys.executable, str(server_script)], "tools": ["add", "mul"]}))
+        build_pool(_pool(tmp_path, {"command": [sys.executable, str(server_script)], "tools": ["add", "mul"],
+                                    "env": {"PID_FILE": str(pids)}}))
+    assert _all_gone(_started(pids), expected=1)  # the refused server was stopped, not left running
 
 
 @pytest.mark.parametrize(("block", "text"), [
@@ -329,16 +365,36 @@ async def test_mcp_serve_round_trips_over_http_and_reimports_as_tools(tmp_path):
     try:
         await asyncio.to_thread(_wait_for_port, port, process, 60.0)
         tools = await asyncio.to_thread(mcp_tools, McpServerConfig(url=f"http://127.0.0.1:{port}/mcp", prefix="re_"))
-        box = Toolbox.of(tools)
-        assert [s.name for s in box.specs()] == ["re_calculator"]
-        assert (await _call(box, "re_calculator", expression="2 ** 10")).content == "1024"
+        try:
+            box = Toolbox.of(tools)
+            assert [s.name for s in box.specs()] == ["re_calculator"]
+            assert (await _call(box, "re_calculator", expression="2 ** 10")).content == "1024"
+        finally:
+            assert await asyncio.to_thread(close_tools, tools) == 1
     finally:
         process.terminate()
         process.wait(timeout=10)
+    assert process.returncode is not None
 
 
 def _tool_call(name: str, **arguments) -> str:
     return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}</tool_call>"
+
+
+def _started(pids: Path) -> list[int]:
+    """The pids the fixture server wrote to its PID_FILE (one line per process started)."""
+    return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+
+def _all_gone(pids: list[int], *, expected: int, timeout_s: float = 5.0) -> bool:
+    """Whether exactly `expected` processes were started and every one of them is gone within `timeout_s`."""
+    assert len(pids) == expected, f"expected {expected} server processes, PID_FILE lists {pids}"
+    return all(asyncio.run(_exits(pid, timeout_s)) for pid in pids)
+
+
+async def _all_gone_async(pids: list[int], *, expected: int, timeout_s: float = 5.0) -> bool:
+    assert len(pids) == expected, f"expected {expected} server processes, PID_FILE lists {pids}"
+    return all(await asyncio.gather(*(_exits(pid, timeout_s) for pid in pids)))
 
 
 async def _exits(pid: int, timeout_s: float = 5.0) -> bool:

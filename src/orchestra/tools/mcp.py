@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import sys
 import threading
+from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -45,7 +47,8 @@ def mcp_tools(config: McpServerConfig, *, field: str = "mcp") -> list[Tool]:
     """Connect to the server of `config`, list its tools and wrap each (or each in `config.tools`) as a `Tool`.
 
     Raises `ConfigError` naming `field` when the server cannot be started or reached, or when the allow-list names a
-    tool the server does not have. The session stays open until the process exits."""
+    tool the server does not have. The session stays open until `close_tools` is given the tools, or the process
+    exits."""
     return mcp_connect(config, field=field)[1]
 
 
@@ -68,6 +71,23 @@ def mcp_connect(config: McpServerConfig, *, field: str = "mcp") -> tuple[McpConn
         by_name = {name: by_name[name] for name in config.tools}
     card = CostCard(usd_per_call=config.usd_per_call, latency_s=config.latency_s)
     return connection, [_wrap(connection, remote, card) for remote in by_name.values()]
+
+
+def close_tools(tools: Iterable[Tool]) -> int:
+    """Close the MCP connections behind `tools` (a stdio server is stopped), each once; tools of other kinds are
+    left alone. For a caller holding only tools (e.g. a built pool's). Returns how many connections it closed."""
+    connections = {id(c): c for c in map(connection_of, tools) if c is not None and not c.closed}
+    for connection in connections.values():
+        connection.close()
+    return len(connections)
+
+
+def connection_of(tool: Tool) -> McpConnection | None:
+    """The connection an imported MCP tool calls through, or None for any other tool."""
+    fn = tool.fn
+    if isinstance(fn, functools.partial) and fn.func is _call_remote:
+        return fn.args[0]
+    return None
 
 
 def require_sdk(field: str) -> None:
@@ -101,6 +121,10 @@ class McpConnection:
         self._lock: asyncio.Lock | None = None
         self._closed = False
         atexit.register(self.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def _backstop_s(self) -> float:
@@ -294,14 +318,15 @@ def _wrap(connection: McpConnection, remote: Any, card: CostCard) -> Tool:
     schema = dict(remote.input_schema or {"type": "object", "properties": {}})
     spec = ToolSpec(name=config.prefix + remote.name, description=remote.description or remote.title or remote.name,
                     parameters=schema, kind="basic", cost=card, provider=f"mcp:{connection.label}")
-    remote_name = remote.name
+    # A partial, not a closure, so `connection_of` can find the connection behind the tool.
+    call = functools.partial(_call_remote, connection, remote.name)
+    return Tool.from_schema(spec, call, timeout_s=config.timeout_s)
 
-    async def call_remote(**arguments: Any) -> ToolOutput:
-        result = await connection.call(remote_name, arguments)
-        return ToolOutput(content=render_result(result), is_error=bool(result.is_error))
 
-    call_remote.__name__ = spec.name
-    return Tool.from_schema(spec, call_remote, timeout_s=config.timeout_s)
+async def _call_remote(connection: McpConnection, remote_name: str, /, **arguments: Any) -> ToolOutput:
+    """One call of an imported tool (positional-only first: a remote argument may be named `connection`)."""
+    result = await connection.call(remote_name, arguments)
+    return ToolOutput(content=render_result(result), is_error=bool(result.is_error))
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
