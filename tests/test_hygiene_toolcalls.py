@@ -14,11 +14,13 @@ import pytest
 from orchestra.backends.base import Sampling
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.openai_compat import OpenAICompatBackend
+from orchestra.backends.openai_completion import to_completion
+from orchestra.backends.openai_wire import Reply as WireReply
 from orchestra.backends.pricing import ModelPrice
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
 from orchestra.tools import tool
-from orchestra.types import Message
+from orchestra.types import Message, Usage
 from tests.forced_model import ForcedLM
 from tests.servers.scripted_openai import Reply, ScriptedOpenAIServer, always
 
@@ -73,4 +75,21 @@ async def test_local_backend_keeps_text_when_no_tools_were_offered():
     offered = await backend.complete(ASK, [TOOL.spec], sampling)
     assert plain.completion_ids[:len(ids)] == tuple(ids)  # the forced model really wrote the block
     assert plain.tool_calls == () and _read_back(plain.text) == ANSWER_JSON
+    assert [c.name for c in offered.tool_calls] == ["Ada Lovelace"]
+
+
+def test_to_completion_reads_calls_from_text_only_when_tools_were_offered():
+    """The pure reply -> Completion step split out of openai_compat, called directly (no server)."""
+    key = "sk-" + "q" * 40
+    reply = WireReply(text=FENCED + f" {key}", raw_tool_calls=[{"id": None, "function": {"name": "lovelace",
+                      "arguments": '{"born": 1815}'}}], usage=None, finish_reason="stop", model="m")
+    common = dict(key=key, model="m", price=ModelPrice(1.0, 2.0), messages=ASK, sampling=Sampling(max_tokens=8),
+                  max_response_chars=10_000, latency_s=0.1)
+    structured = to_completion(reply, tools=[], **common)  # a structured call is the server's, tools or not
+    assert [c.name for c in structured.tool_calls] == ["lovelace"] and structured.tool_calls[0].id.startswith("call_")
+    assert key not in structured.text and structured.usage.output_tokens == 8  # scrubbed; estimated, capped
+    text_only = WireReply(text=FENCED, raw_tool_calls=[], usage=Usage(3, 4), finish_reason="stop", model="m")
+    plain = to_completion(text_only, tools=[], **common)
+    offered = to_completion(text_only, tools=[TOOL.spec], **common)
+    assert plain.tool_calls == () and plain.text == FENCED and plain.cost_usd == (3 * 1.0 + 4 * 2.0) / 1e6
     assert [c.name for c in offered.tool_calls] == ["Ada Lovelace"]

@@ -35,8 +35,9 @@ Invariants
   billed). A non-streamed body is generated before it is read: its reported usage is billed as reported, and a
   budget books anything beyond the call's reservation as disputed (`rollout.budget`).
 - Text is capped at `max_response_chars` (finish reason `length`); a capped stream is closed at once, like above.
-- Cost = `price.cost_usd(usage)`. A server that reports no usage is billed an upper-leaning estimate (the prompt
-  bound, and the output's UTF-8 bytes capped at `max_tokens`) so money is never hidden by a quiet server.
+- The reply becomes a `Completion` in `openai_completion` (pure): key scrubbed, call ids filled, tool calls read
+  from the text only when the request offered tools, cost = `price.cost_usd(usage)`, and a server that reports no
+  usage billed an upper-leaning estimate (the prompt bound, and the output's UTF-8 bytes capped at `max_tokens`).
 - `base_url` must be an absolute http(s) URL: anything else is a `ConfigError` at construction, never a retried
   transport error.
 """
@@ -48,7 +49,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -58,7 +58,8 @@ try:
 except ImportError:  # an older `openai` that still depends on plain httpx
     import httpx  # type: ignore[no-redef]
 
-from orchestra.backends.base import Sampling, prompt_token_bound, worst_case_cost_usd
+from orchestra.backends.base import Sampling, worst_case_cost_usd
+from orchestra.backends.openai_completion import estimate_usage, to_completion
 from orchestra.backends.openai_wire import (
     LineTooLong,
     Reply,
@@ -70,8 +71,6 @@ from orchestra.backends.openai_wire import (
     parse_body,
     read_bounded,
     request_body,
-    scrub,
-    scrub_call,
     sse_data,
 )
 from orchestra.backends.pricing import ModelPrice, PriceTable
@@ -84,7 +83,6 @@ from orchestra.backends.retry import (
 )
 from orchestra.errors import BackendError, CircuitOpenError, ConfigError, ContextLengthError
 from orchestra.redact import redact
-from orchestra.toolcalls import parse_openai_tool_calls, parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
 
@@ -196,9 +194,12 @@ class OpenAICompatBackend:
         body = request_body(self.api_model, messages, tools, sampling, stream=self.stream,
                             extra_body=self.extra_body, reasoning=self.reasoning)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        reply = await self._with_retries(body, headers, key, lambda text: _estimate(messages, tools, text, sampling),
+        reply = await self._with_retries(body, headers, key,
+                                         lambda text: estimate_usage(messages, tools, text, sampling),
                                          sampling.max_tokens)
-        return self._completion(reply, key, messages, tools, sampling, time.perf_counter() - started)
+        return to_completion(reply, key=key, model=self._model, price=self.price, messages=messages, tools=tools,
+                             sampling=sampling, max_response_chars=self.max_response_chars,
+                             latency_s=time.perf_counter() - started)
 
     async def aclose(self) -> None:
         if self._http is not None and not self._http.is_closed:
@@ -314,32 +315,6 @@ class OpenAICompatBackend:
         billed = acc.usage or estimate(received)
         return _Failure(f"truncated stream after {acc.chars} characters: {why}", billed_usage=billed, final=True)
 
-    def _completion(self, reply: Reply, key: str | None, messages: Sequence[Message], tools: Sequence[ToolSpec],
-                    sampling: Sampling, latency_s: float) -> Completion:
-        text = scrub(reply.text, key)
-        raw_calls = [scrub_call(c, key) for c in reply.raw_tool_calls]
-        for call in raw_calls:  # servers that omit ids would give every turn's first call the same id
-            call.setdefault("id", None)
-            call["id"] = call["id"] or f"call_{secrets.token_hex(6)}"
-        calls = parse_openai_tool_calls(raw_calls)
-        if not calls and tools:  # with no tools offered, a fenced JSON answer is the answer, not a call
-            text, calls = parse_tool_calls(text, id_prefix=f"call_{secrets.token_hex(6)}_")
-        if reply.cut:
-            text = text[: self.max_response_chars] + f"\n[truncated at {self.max_response_chars} characters]"
-        usage = reply.usage
-        if usage is None:
-            usage = _estimate(messages, tools, reply.text, sampling)
-            log.warning("%s: the server reported no usage; billing an estimate %s", self._model, usage)
-        return Completion(
-            text=text,
-            tool_calls=tuple(calls),
-            usage=usage,
-            cost_usd=self.price.cost_usd(usage),
-            latency_s=latency_s,
-            finish_reason="length" if reply.cut else reply.finish_reason,
-            model=self._model,
-        )
-
     def _error(self, failure: _Failure, key: str | None, attempts: int) -> BackendError:
         status = f"HTTP {failure.status}" if failure.status else "no HTTP status"
         tried = f"after {attempts} attempt{'s' * (attempts > 1)}" if failure.retryable else "(not retried)"
@@ -387,11 +362,6 @@ async def _status_failure(response: httpx.Response) -> _Failure:
         retry_after_s=parse_retry_after_s(response.headers),
         context=context,
     )
-
-
-def _estimate(messages: Sequence[Message], tools: Sequence[ToolSpec], text: str, sampling: Sampling) -> Usage:
-    """Upper-leaning usage when the server reported none: the prompt bound, output UTF-8 bytes up to max_tokens."""
-    return Usage(prompt_token_bound(messages, tools), min(sampling.max_tokens, len(text.encode("utf-8", "replace"))))
 
 
 def _cut_body(why: str, estimate, max_tokens: int | None) -> _Failure:
