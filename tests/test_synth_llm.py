@@ -70,7 +70,7 @@ BAD = {
 }
 PLANTED = {  # stage -> reasons the planted answers must be rejected for
     "tables": {"bad_json"}, "schema": {"schema"}, "records": {"bad_json"}, "realism": {"realism"},
-    "tools": {"static", "tool_crashed", "tool_behaviour", "answer_taken_as_tool_call"},
+    "tools": {"static", "tool_crashed", "tool_behaviour"},
     "intents": {"intent"}, "tasks": {"golden_action_failed", "unknown_tool", "solvable_with_zero_actions",
                                      "task_format"},
 }
