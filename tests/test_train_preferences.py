@@ -124,3 +124,19 @@ def test_train_models_naming_an_unknown_model_fails_at_load_with_the_field(data_
         load_suite({"name": "routerbench", "data": str(data), "train_models": ["gpt-4", "gpt-5"]})
     suite = load_suite({"name": "routerbench", "data": str(data), "train_models": ["gpt-4", "yi-34b"]})
     assert {m for e in suite.examples(0, 10) for m in e.task.metadata["offered"]} == {"gpt-4", "yi-34b"}
+
+
+def test_the_teachers_budget_is_in_dollars_so_a_cheaper_gpt4_is_used_more_and_a_dearer_model_less(data_dir):
+    from orchestra.envs.routerbench.demonstrations import fit_consult_policy
+    from orchestra.envs.routerbench.env import load_rows
+
+    rows = load_rows(data_dir / "routerbench")
+    recorded = fit_consult_policy(rows)
+
+    def uses(policy, model):
+        return sum(model in (r.direct, r.escalate, *(r.pair or ())) for r in policy.routes.values())
+
+    cheap_gpt4 = fit_consult_policy(rows, price_factors={"gpt-4": 0.2})
+    assert {r.direct for r in cheap_gpt4.routes.values()} == {"gpt-4"}  # at a fifth of its price it fits the budget
+    assert uses(recorded, "mixtral") > 0 and uses(fit_consult_policy(rows, price_factors={"mixtral": 10.0}),
+                                                  "mixtral") == 0

@@ -51,7 +51,9 @@ def fit_consult_policy(
     price_factors: Mapping[str, float] | None = None,
 ) -> ConsultPolicy:
     """The best-accuracy routes (one per task type) whose total cost is at most `max_cost_share` of always asking
-    `escalate` (or, when it is not allowed, the most accurate allowed model). Solved as a Lagrangian sweep: for each
+    `escalate` (or, when it is not allowed, the most accurate allowed model) at its recorded price: the budget is in
+    dollars, so repricing (`price_factors`) changes what it buys, not the budget (a cheaper escalation model is used
+    more, not less). Solved as a Lagrangian sweep: for each
     price of accuracy λ, every task type takes the route maximizing accuracy - λ·cost; the best sweep point within
     the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor).
 
@@ -68,7 +70,7 @@ def fit_consult_policy(
         sizes[task_type] = len(outcomes.correct)
         top = escalate if escalate in allowed_set else max(
             sorted(allowed_set), key=lambda m: group.score(Route(direct=m))[0])
-        top_cost += group.mean_cost(top) * sizes[task_type]
+        top_cost += _Scorer(outcomes, outcomes.cost_usd).mean_cost(top) * sizes[task_type]
         cheap = [m for m in models if m in allowed_set and m != top and group.mean_cost(m) <= max_pair_price_usd]
         options = [Route(direct=m) for m in sorted(allowed_set) if m in models]
         if (outcomes.letter[:20] > 0).any():
