@@ -180,8 +180,11 @@ def results_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "| instruction | accuracy | change (points) | $/query | calls to the avoided provider |",
               "|---|---|---|---|---|", f"| none | {base:.3f} | | "
               f"{prices[settings[0]]['orchestra']['cost_per_query_usd']:.6f} | |"]
-    for key, r in summary["avoid"].items():
-        lines.append(f'| "Avoid {key} models." | {r["accuracy"]:.3f} | {100 * (r["accuracy"] - base):+.1f} | '
+    from orchestra.envs.routerbench.training import PROVIDER_LABELS
+
+    for r in summary["avoid"].values():
+        instruction = f"Avoid {PROVIDER_LABELS.get(r['provider'], r['provider'])} models."  # as the preset says it
+        lines.append(f'| "{instruction}" | {r["accuracy"]:.3f} | {100 * (r["accuracy"] - base):+.1f} | '
                      f'{r["cost_per_query_usd"]:.6f} | {r["avoided_share"]:.0%} |')
     minutes = summary["timings_s"]["total_s"] / 60
     lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
