@@ -20,6 +20,7 @@ OUT/summary.json and OUT/results.md (the tables, rendered from the summary alone
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,13 +115,12 @@ def demo_generalize(
 def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], factors: dict[str, Any],
                      specs: dict[str, str], plan: Any, seed: int) -> dict[str, Any]:
     from orchestra.envs.registry import load_suite
-    from orchestra.evaluate.commands import slug
     from orchestra.evaluate.spec import SpecContext
 
     suite = load_suite({**env_cfg, "recorded_prices": factors}, part="dev")
     tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
     usual = suite.preference_presets["default"]
-    runs_dir = out / "runs" / slug(next(k for k, v in REPRICINGS.items() if v == factors))
+    runs_dir = out / "runs" / _folder(next(k for k, v in REPRICINGS.items() if v == factors))
     table = {}
     labels = PRICE_POLICIES + (("orchestra-unseen",) if not factors else ())
     for label in labels:
@@ -135,12 +135,11 @@ def _evaluate_avoid(console: Console, out: Path, env_cfg: dict[str, Any], orches
                     seed: int) -> dict[str, Any]:
     from orchestra.envs.registry import load_suite
     from orchestra.envs.routerbench.env import PROVIDERS
-    from orchestra.evaluate.commands import slug
     from orchestra.evaluate.spec import SpecContext
 
     suite = load_suite(env_cfg, part="dev")
     tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
-    base = out / "runs" / slug("recorded prices") / "orchestra"
+    base = out / "runs" / _folder("recorded prices") / "orchestra"
     rows = {}
     for key, provider in AVOIDED.items():
         _, r = evaluate_spec(console, suite, tasks, ctx, f"avoid-{key}", orchestrator,
@@ -151,6 +150,11 @@ def _evaluate_avoid(console: Console, out: Path, env_cfg: dict[str, Any], orches
                      "avoided_share": sum(v for m, v in shares.items() if PROVIDERS.get(m) == provider),
                      "calls": shares}
     return rows
+
+
+def _folder(setting: str) -> str:
+    """The run folder of a price setting: its name with every run of other characters as one underscore."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", setting).strip("_")
 
 
 def results_markdown(summary: dict[str, Any]) -> str:
