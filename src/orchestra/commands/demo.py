@@ -17,6 +17,7 @@ import asyncio
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -85,19 +86,11 @@ def demo(
         "model": {"kind": "local", "path": str(out / "sft" / "orchestrator")}})
 
     console.rule("[bold]1. SFT warm start")
-    t = time.perf_counter()
-    if not _done(out / "sft" / "orchestrator"):
-        _run_sft(console, sft_cfg, plan)
-    else:
-        console.print(f"kept {out / 'sft' / 'orchestrator'}")
-    timings["sft_s"] = time.perf_counter() - t
+    timings["sft_s"] = training_stage(console, out / "sft" / "orchestrator", lambda: _run_sft(console, sft_cfg, plan))
 
     console.rule("[bold]2. GRPO with the paper's reward")
     t = time.perf_counter()
-    if not _done(out / "grpo" / "orchestrator"):
-        _run_grpo(console, grpo_cfg)
-    else:
-        console.print(f"kept {out / 'grpo' / 'orchestrator'}")
+    training_stage(console, out / "grpo" / "orchestrator", lambda: _run_grpo(console, grpo_cfg))
     final = out / "orchestrator"
     if not _done(final):
         shutil.copytree(out / "grpo" / "orchestrator", final, dirs_exist_ok=True)
@@ -172,6 +165,16 @@ def results_markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
                   f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}."]
     return "\n".join(lines) + "\n"
+
+
+def training_stage(console: Console, folder: Path, train: Callable[[], None]) -> float:
+    """Run `train` unless `folder` already holds its finished orchestrator (then keep it); the seconds it took."""
+    t = time.perf_counter()
+    if not _done(folder):
+        train()
+    else:
+        console.print(f"kept {folder}")
+    return time.perf_counter() - t
 
 
 def _done(path: Path) -> bool:

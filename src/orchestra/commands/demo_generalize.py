@@ -28,7 +28,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from orchestra.commands.demo import FULL, QUICK, _done, _run_sft, current_commit, dev_tasks, evaluate_spec
+from orchestra.commands.demo import (
+    FULL,
+    QUICK,
+    _done,
+    _run_sft,
+    current_commit,
+    dev_tasks,
+    evaluate_spec,
+    training_stage,
+)
 from orchestra.errors import ConfigError
 from orchestra.train.config import SFTConfig
 
@@ -66,30 +75,16 @@ def demo_generalize(
     env_cfg: dict[str, Any] = {"name": "routerbench", "data": data, "dev_fraction": plan.dev_fraction, "seed": seed}
 
     console.rule("[bold]1. SFT with the paper's price randomization")
-    t = time.perf_counter()
     paper = out / "paper" / "sft" / "orchestrator"
-    if not _done(paper):
-        paper_env = {**env_cfg, "preferences": {"sampler": "paper"}}
-        cfg = SFTConfig.model_validate({**plan.sft, "envs": [paper_env], "seed": seed,
-                                        "output_dir": str(out / "paper" / "sft")})
-        _run_sft(console, cfg, plan)
-    else:
-        console.print(f"kept {paper}")
-    timings = {"sft_paper_s": time.perf_counter() - t}
+    paper_env = {**env_cfg, "preferences": {"sampler": "paper"}}
+    timings = {"sft_paper_s": training_stage(console, paper, lambda: _sft(console, plan, paper_env, seed, paper))}
 
     console.rule("[bold]2. SFT with three models never offered")
-    t = time.perf_counter()
-    unseen = out / "unseen" / "sft" / "orchestrator"
-    if not _done(unseen):
-        from orchestra.envs.routerbench.env import ALIASES
+    from orchestra.envs.routerbench.env import ALIASES
 
-        seen = [m for m in ALIASES.values() if m not in UNSEEN]
-        cfg = SFTConfig.model_validate({**plan.sft, "envs": [{**env_cfg, "train_models": seen}], "seed": seed,
-                                        "output_dir": str(out / "unseen" / "sft")})
-        _run_sft(console, cfg, plan)
-    else:
-        console.print(f"kept {unseen}")
-    timings["sft_unseen_s"] = time.perf_counter() - t
+    unseen = out / "unseen" / "sft" / "orchestrator"
+    seen_env = {**env_cfg, "train_models": [m for m in ALIASES.values() if m not in UNSEEN]}
+    timings["sft_unseen_s"] = training_stage(console, unseen, lambda: _sft(console, plan, seen_env, seed, unseen))
 
     console.rule("[bold]3. Unseen prices and unseen models")
     t = time.perf_counter()
@@ -110,6 +105,13 @@ def demo_generalize(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(results_markdown(summary))
     console.print(results_markdown(summary), markup=False)
+
+
+def _sft(console: Console, plan: Any, env: dict[str, Any], seed: int, orchestrator: Path) -> None:
+    """The demo's SFT settings on `env`, its orchestrator written to `orchestrator`."""
+    cfg = SFTConfig.model_validate({**plan.sft, "envs": [env], "seed": seed,
+                                    "output_dir": str(orchestrator.parent)})
+    _run_sft(console, cfg, plan)
 
 
 def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], factors: dict[str, Any],
