@@ -161,10 +161,14 @@ def results_markdown(summary: dict[str, Any]) -> str:
             accuracy += f" (claude calls: {summary['avoid_claude_call_share']:.0%})"
         lines.append(f"| {name} | {accuracy} | {r['cost_per_query_usd']:.6f} | "
                      f"{r['cost_per_query_usd'] / best:.0%} |")
+    return "\n".join([*lines, "", run_footer(summary)]) + "\n"
+
+
+def run_footer(summary: dict[str, Any]) -> str:
+    """The last line of a published table: the commit the run was at and how long it took."""
     minutes = summary["timings_s"]["total_s"] / 60
-    lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
-                  f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}."]
-    return "\n".join(lines) + "\n"
+    return (f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
+            f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}.")
 
 
 def training_stage(console: Console, folder: Path, train: Callable[[], None]) -> float:

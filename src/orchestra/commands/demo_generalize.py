@@ -36,6 +36,7 @@ from orchestra.commands.demo import (
     current_commit,
     dev_tasks,
     evaluate_spec,
+    run_footer,
     training_stage,
 )
 from orchestra.errors import ConfigError
@@ -192,7 +193,4 @@ def results_markdown(summary: dict[str, Any]) -> str:
         instruction = f"Avoid {PROVIDER_LABELS.get(r['provider'], r['provider'])} models."  # as the preset says it
         lines.append(f'| "{instruction}" | {r["accuracy"]:.3f} | {100 * (r["accuracy"] - base):+.1f} | '
                      f'{r["cost_per_query_usd"]:.6f} | {r["avoided_share"]:.0%} |')
-    minutes = summary["timings_s"]["total_s"] / 60
-    lines += ["", f"Run at commit {summary.get('commit', 'unknown')}: {minutes:.1f} minutes"
-                  f"{' (quick: tiny random model, 60 dev rows)' if summary.get('quick') else ''}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", run_footer(summary)]) + "\n"
