@@ -173,8 +173,7 @@ def _task_type(messages: Sequence[Message]) -> str:
 
 def score_route(rows: Sequence[Row], route: Route) -> tuple[float, float]:
     """(accuracy, mean cost) of `route` replayed on `rows` at their recorded prices."""
-    models, tables = _tables(rows)
-    del models
+    _, tables = _tables(rows)
     total_correct = total_cost = 0.0
     for outcomes in tables.values():
         correct, cost = _Scorer(outcomes, outcomes.cost_usd).score(route)
