@@ -66,7 +66,8 @@ def main() -> None:
         gains.append(100 * (t_acc - c_acc))
         print(f"{seed:5d} {len(dev):4d}  {c_acc:11.3f}  {c_cost:.6f}  {t_acc:11.3f}  {t_cost:.6f}  {gains[-1]:+13.1f}"
               f"  {t_cost / c_cost:10.2f}  {oracle:10.3f}")
-    print(f"mean gain {statistics.fmean(gains):+.2f} points (sd {statistics.stdev(gains):.2f}); splits where the "
+    spread = f" (sd {statistics.stdev(gains):.2f})" if len(gains) > 1 else ""
+    print(f"mean gain {statistics.fmean(gains):+.2f} points{spread}; splits where the "
           f"teacher is above the cascade: {sum(g > 0 for g in gains)}/{len(gains)}")
     print(f"ratio={statistics.fmean(teachers) / statistics.fmean(cascades):.4f}")
 
