@@ -24,3 +24,19 @@ def test_one_seed_losing_or_a_gain_within_the_spread_is_run_noise():
     assert "Not beyond run noise" in results_markdown(losing)
     within = combine({1: run(0.1, 0.40, 0.45), 2: run(0.1, 0.60, 0.65)})  # +0.05 each, SFT spread 0.20
     assert "Not beyond run noise" in results_markdown(within)
+
+
+def test_the_untrained_run_is_handed_to_later_seeds_and_never_overwrites_one(tmp_path):
+    from orchestra.commands.demo_seeds import share_untrained
+
+    first, second = tmp_path / "seed-1", tmp_path / "seed-2"
+    share_untrained(first, second)  # the first seed has not run yet: nothing to hand over
+    assert not (second / "runs").exists()
+    (first / "runs" / "untrained").mkdir(parents=True)
+    (first / "runs" / "untrained" / "items.jsonl").write_text('{"id": "arc-1"}\n')
+    share_untrained(first, first)
+    share_untrained(first, second)
+    assert (second / "runs" / "untrained" / "items.jsonl").read_text() == '{"id": "arc-1"}\n'
+    (first / "runs" / "untrained" / "items.jsonl").write_text("changed\n")
+    share_untrained(first, second)
+    assert (second / "runs" / "untrained" / "items.jsonl").read_text() == '{"id": "arc-1"}\n'

@@ -2,6 +2,9 @@
 
 Each seed is a whole `orchestra demo --train-seed S --compare-sft` run into OUT/seed-S (resumable like the demo).
 The split stays `--seed`'s, so every run is measured on the same dev rows and the spread is the training's alone.
+The untrained model does not depend on the training seed (its episodes are sampled with the split's seed), so it is
+evaluated once, in the first seed's run, and that run is handed to the others (the evaluation store resumes from it
+after checking its inputs are the same); it is the slowest evaluation, the untrained model writing long answers.
 Per policy the table gives the mean and the range over seeds of dev accuracy, $/query and the paper's reward (its
 group is the three policies' episodes of one task, so the reward compares them on equal terms), then GRPO's gain over
 SFT seed by seed: "GRPO beats SFT" holds beyond run noise only if every seed agrees and the mean gain exceeds the
@@ -11,6 +14,7 @@ spread of SFT alone.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +39,7 @@ def demo_seeds(
         raise ConfigError("--train-seed: give at least two different seeds (a spread needs two runs)")
     summaries = {}
     for s in seeds:
+        share_untrained(out / f"seed-{seeds[0]}", out / f"seed-{s}")
         demo(quick=quick, out=out / f"seed-{s}", data=data, seed=seed, compare_sft=True, train_seed=s)
         summaries[s] = json.loads((out / f"seed-{s}" / "summary.json").read_text())
     summary = combine(summaries)
@@ -42,6 +47,14 @@ def demo_seeds(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(results_markdown(summary))
     print(results_markdown(summary))
+
+
+def share_untrained(first: Path, other: Path) -> None:
+    """Give `other` the untrained model's evaluation run of `first` (when `first` has one and `other` has none)."""
+    source, target = first / "runs" / "untrained", other / "runs" / "untrained"
+    if source == target or not source.exists() or target.exists():
+        return
+    shutil.copytree(source, target)
 
 
 def combine(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
