@@ -47,6 +47,31 @@ async def test_offer_restricts_the_models_and_reprices_their_recorded_cost(env):
         env.offer(task, ["gpt-5"])
 
 
+def test_described_models_show_their_training_part_accuracy_on_the_task_type_and_the_checkpoint_needs_it(
+        data_dir, tmp_path):
+    from orchestra.envs.registry import load_suite
+    from orchestra.evaluate.spec import _trained_prompt
+
+    folder = routerbench_head(data_dir, tmp_path, 60)
+    suite = load_suite({"name": "routerbench", "data": str(folder), "dev_fraction": 0.25, "part": "dev",
+                        "describe_models": "accuracy"})
+    task = next(t for t in suite.tasks if t.metadata["task_type"] == "winogrande")
+    train_rows = [r for r in suite.train_env.rows if r.task_type == "winogrande"]
+    right = sum(r.records["yi-34b"].correct for r in train_rows if "yi-34b" in r.records)
+    share = round(100 * right / sum("yi-34b" in r.records for r in train_rows))
+    system = compact_prompt(task, [], None)[0].content
+    assert "% right on this task type" in system
+    assert f"yi-34b {task.metadata['prices_per_1k']['yi-34b']:.2g} {share}%" in system
+    offered = suite.env.offer(task, ["yi-34b", "gpt-4"], {"gpt-4": 0.2})
+    assert set(offered.metadata["accuracy_on_type"]) == {"yi-34b", "gpt-4"}
+    assert "mixtral" not in compact_prompt(offered, [], None)[0].content
+    assert suite.prompt_name == "routerbench/compact+accuracy" and suite.identity["describe_models"] == "accuracy"
+    plain = load_suite({"name": "routerbench", "data": str(folder)})
+    assert "accuracy_on_type" not in plain.tasks[0].metadata and "%" not in compact_prompt(plain.tasks[0], [], None)[0].content
+    with pytest.raises(ConfigError, match="trained with prompt 'routerbench/compact\\+accuracy'"):
+        _trained_prompt(suite.prompt_name, plain, tmp_path)
+
+
 def test_paper_sampler_draws_subsets_prices_and_every_family_reproducibly(env):
     mix = PreferenceMix(sampler="paper")
     examples = sample_examples(env, mix, seed=3, limit=120)
@@ -140,3 +165,40 @@ def test_the_teachers_budget_is_in_dollars_so_a_cheaper_gpt4_is_used_more_and_a_
     assert {r.direct for r in cheap_gpt4.routes.values()} == {"gpt-4"}  # at a fifth of its price it fits the budget
     assert uses(recorded, "mixtral") > 0 and uses(fit_consult_policy(rows, price_factors={"mixtral": 10.0}),
                                                   "mixtral") == 0
+
+
+def test_varied_offers_draw_subsets_and_prices_keep_the_demo_preferences_and_leave_a_usable_model(env):
+    mix = PreferenceMix(vary_models=True, min_models=2, multiplier_range=(0.1, 10.0))
+    examples = sample_examples(env, mix, seed=5, limit=150)
+    assert [e.task.metadata for e in examples] == [e.task.metadata for e in sample_examples(env, mix, 5, 150)]
+    sizes = Counter(len(e.task.metadata["offered"]) for e in examples)
+    assert min(sizes) >= 2 and len(sizes) > 4
+    factors = [f for e in examples for f in e.task.metadata["price_factors"].values() if f != 1.0]
+    assert min(factors) < 0.3 and max(factors) > 3 and all(0.1 <= f <= 10 for f in factors)
+    assert {e.family for e in examples} == {"default", "avoid"} and any(e.family == "avoid" for e in examples)
+    for e in examples:
+        assert set(e.task.metadata["offered"]) - e.avoided, "an avoid leaves an offered model usable"
+    demos = asyncio.run(collect_demonstrations(env, examples[:40]))
+    for example, trajectory in demos:
+        assert set(trajectory.tool_counts()) <= set(example.task.metadata["offered"]) - example.avoided
+        assert trajectory.termination == "answered"
+    unchanged = sample_examples(env, PreferenceMix(), seed=5, limit=150)
+    assert all("offered" not in e.task.metadata for e in unchanged)
+
+
+def test_a_demonstration_never_shows_a_model_with_no_recorded_answer_for_its_row(env):
+    from orchestra.envs.base import Example
+    from orchestra.envs.routerbench.demonstrations import fit_consult_policy
+    from orchestra.envs.routerbench.env import RouterBench, Row
+    from orchestra.envs.routerbench.training import default_preference
+
+    row = next(r for r in env.rows if r.task_type == "arc-challenge")
+    route = fit_consult_policy(env.rows, max_cost_share=0.3).route(row.task_type)
+    gone = {route.direct} if route.direct else {*route.pair, route.escalate}
+    holed = Row(row.id, row.task_type, row.question, {m: r for m, r in row.records.items() if m not in gone})
+    env2 = RouterBench([holed if r is row else r for r in env.rows], env.stats)
+    [(_, trajectory)] = asyncio.run(collect_demonstrations(env2, [Example(env2.task(holed),
+                                                                          default_preference())]))
+    assert trajectory.termination == "answered"
+    assert all(o.status == "ok" for t in trajectory.turns for o in t.observations)
+    assert not set(trajectory.tool_counts()) & gone

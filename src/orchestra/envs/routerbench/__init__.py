@@ -41,8 +41,10 @@ def load(config: Config) -> Suite:
     part = config.part or ("dev" if config.dev_fraction else "all")
     chosen = {"train": train, "dev": dev, "all": rows}[part]
     stats = ModelStats.fit(train)
-    env = RouterBench(chosen, stats)
-    train_env = env if part == "train" or not config.dev_fraction else RouterBench(train, stats)
+    described = config.describe_models == "accuracy"
+    env = RouterBench(chosen, stats, describe_accuracy=described)
+    train_env = (env if part == "train" or not config.dev_fraction else
+                 RouterBench(train, stats, describe_accuracy=described))
     unknown = sorted(set(config.train_models or ()) - set(env.models))
     if unknown or config.train_models == []:
         raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(env.models)})"
@@ -58,6 +60,8 @@ def load(config: Config) -> Suite:
                 "recorded_prices": {m: p.model_dump(exclude_none=True) for m, p in config.recorded_prices.items()}}
     if config.train_models is not None:
         identity["train_models"] = sorted(config.train_models)
+    if described:
+        identity["describe_models"] = config.describe_models
 
     def examples(seed: int, limit: int | None) -> list[Any]:
         return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks,
@@ -77,7 +81,8 @@ def load(config: Config) -> Suite:
         presets[f"avoid-{label}"] = training.avoid_preference(provider, env.models,
                                                               config.preferences.cost_weight)[0]
     return Suite(
-        env=env, preference_presets=presets, tasks=tasks, identity=identity, prompt=compact_prompt, prompt_name="routerbench/compact",
+        env=env, preference_presets=presets, tasks=tasks, identity=identity, prompt=compact_prompt,
+        prompt_name="routerbench/compact+accuracy" if described else "routerbench/compact",
         observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
         demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env, max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS,

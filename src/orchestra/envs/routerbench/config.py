@@ -18,8 +18,8 @@ class PreferenceMix(Strict):
     """How training examples draw their preference.
 
     `sampler: routerbench` (the default, what the demo trains and evaluates): every model offered at its recorded
-    price, P either the default (p_outcome 1, p_cost `cost_weight`) or, for `avoid_share` of the examples, "avoid
-    one provider's models". `sampler: paper`: the paper's scheme through `orchestra.synth.preferences`: per example a
+    price (or, with `vary_models`, a random subset at random prices), P either the default (p_outcome 1, p_cost
+    `cost_weight`) or, for `avoid_share` of the examples, "avoid one provider's models". `sampler: paper`: the paper's scheme through `orchestra.synth.preferences`: per example a
     random subset of at least `min_models` models, prices repriced by per-model log-uniform factors in
     `multiplier_range` for `reprice_share` of the examples, and P drawn from `families` (corner, avoid, cheapest,
     accuracy) with its instruction in the prompt.
@@ -36,6 +36,11 @@ class PreferenceMix(Strict):
     multiplier_range: tuple[float, float] = pydantic.Field(
         (0.25, 4.0), description="sampler=paper: range of the log-uniform price factors.")
 
+    vary_models: bool = pydantic.Field(
+        False, description="sampler=routerbench: also offer each example a random subset of at least `min_models` "
+                           "models, repriced like the paper sampler's (`reprice_share`, `multiplier_range`); the "
+                           "preference stays default or avoid-a-provider, so demonstrations differ only by what "
+                           "is offered at what price.")
     avoid_share: float = pydantic.Field(
         0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")
     avoid_providers: list[str] = pydantic.Field(
@@ -79,6 +84,10 @@ class Config(Strict):
         None, description="Training: offer only these models in training examples (default: all); the others are "
                           "unseen until an evaluation offers them (every model is described by training-part "
                           "statistics either way).")
+    describe_models: Literal["price", "accuracy"] = pydantic.Field(
+        "price", description="What the compact prompt says of each model: its price, or its price and its "
+                             "training-part accuracy on the task's type (what lets a model unseen in training be "
+                             "judged by more than its price).")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")

@@ -229,6 +229,9 @@ class RouterBench:
     stats: ModelStats
     name: str = "routerbench"
     models: tuple[str, ...] = field(default=())
+    describe_accuracy: bool = False
+    """Tasks also carry each model's training-part accuracy on their task type (`accuracy_on_type`, in percent),
+    which the compact prompt lists beside the price."""
 
     def __post_init__(self) -> None:
         self.models = self.models or tuple(sorted(self.stats.mean_cost_usd))
@@ -240,7 +243,11 @@ class RouterBench:
     def task(self, row: Row) -> Task:
         prompt = f"Task: {row.task_type}\n{row.question}"
         prices = {m: round(self.stats.mean_cost_usd[m] * 1000, 4) for m in self.models}
-        return Task(id=row.id, prompt=prompt, metadata={"task_type": row.task_type, "prices_per_1k": prices})
+        metadata: dict[str, object] = {"task_type": row.task_type, "prices_per_1k": prices}
+        if self.describe_accuracy:
+            metadata["accuracy_on_type"] = {m: round(100 * self.stats.accuracy[m].get(row.task_type, 0.0))
+                                            for m in self.models}
+        return Task(id=row.id, prompt=prompt, metadata=metadata)
 
     def offer(self, task: Task, models: Sequence[str] | None = None,
               price_factors: Mapping[str, float] | None = None) -> Task:
@@ -255,8 +262,10 @@ class RouterBench:
         if any(f <= 0 for f in factors.values()):
             raise ConfigError("routerbench offer: price factors must be positive")
         prices = {m: round(self.stats.mean_cost_usd[m] * factors[m] * 1000, 4) for m in offered}
-        return replace(task, metadata={**task.metadata, "offered": offered, "price_factors": factors,
-                                       "prices_per_1k": prices})
+        metadata = {**task.metadata, "offered": offered, "price_factors": factors, "prices_per_1k": prices}
+        if "accuracy_on_type" in metadata:
+            metadata["accuracy_on_type"] = {m: metadata["accuracy_on_type"][m] for m in offered}
+        return replace(task, metadata=metadata)
 
     def row(self, task_id: str) -> Row:
         return self._by_id[task_id]

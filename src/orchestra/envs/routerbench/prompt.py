@@ -10,25 +10,35 @@ from orchestra.task import Task
 from orchestra.types import Message
 
 COMPACT_INSTRUCTIONS = "ask(model) shows a model's answer; answer(model) makes that answer final. $ per 1k queries:"
+ACCURACY_INSTRUCTIONS = ("ask(model) shows a model's answer; answer(model) makes that answer final. $ per 1k queries, "
+                         "% right on this task type:")
+"""With `describe_models: accuracy`: each model's price and its training-part accuracy on the task's type, so a
+model never seen in training is described by more than its price."""
 COMPACT_STEM_CHARS = 120
 COMPACT_OPTION_CHARS = 32
 
 
 def compact_prompt(task: Task, specs: Sequence[object], preferences: object | None) -> list[Message]:
-    """A short prompt for small orchestrators: the models with their mean prices, the task type, the question cut
-    short (stem to 120 characters, each option to 32), and the preference instruction.
+    """A short prompt for small orchestrators: the models with their mean prices (and, when the task carries them,
+    their training-part accuracy on its type), the task type, the question cut short (stem to 120 characters, each
+    option to 32), and the preference instruction.
 
     The tools' schemas are not rendered (a trained small orchestrator knows them); the price list is what it needs to
     trade accuracy for cost. Prices are the mean recorded cost per query on the training part
     (`Task.metadata["prices_per_1k"]`). Every token here is paid on every turn of every rollout, hence the cuts.
     """
     prices = task.metadata.get("prices_per_1k", {})
-    listing = ", ".join(f"{m} {p:.2g}" for m, p in prices.items())
+    accuracy = task.metadata.get("accuracy_on_type")
+    if accuracy is None:
+        head, listing = COMPACT_INSTRUCTIONS, ", ".join(f"{m} {p:.2g}" for m, p in prices.items())
+    else:
+        head = ACCURACY_INSTRUCTIONS
+        listing = ", ".join(f"{m} {p:.2g} {accuracy.get(m, 0)}%" for m, p in prices.items())
     user = shorten_question(task.prompt)
     describe = getattr(preferences, "describe", None)
     if describe is not None and describe():
         user += "\n" + describe()
-    return [Message("system", f"{COMPACT_INSTRUCTIONS} {listing}"), Message("user", user)]
+    return [Message("system", f"{head} {listing}"), Message("user", user)]
 
 
 def shorten_question(prompt: str) -> str:

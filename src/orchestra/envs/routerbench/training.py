@@ -14,6 +14,7 @@ loop. `rebalance` then makes disagreements (where escalating is right) half of t
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -57,16 +58,33 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
         tasks = [env.offer(task, models) for task in tasks]
     if mix.sampler == "paper":
         return paper_examples(env, tasks, mix, seed, models)
-    offered = list(models or env.models)
     out = []
     for task in tasks:
         rng = random.Random(f"{seed}/{task.id}")
-        if mix.avoid_providers and rng.random() < mix.avoid_share:
-            prefs, avoided = avoid_preference(rng.choice(mix.avoid_providers), offered, mix.cost_weight)
+        offered = list(models or env.models)
+        if mix.vary_models:
+            task = varied_offer(env, task, offered, mix, random.Random(f"{seed}/{task.id}/offer"))
+            offered = list(task.metadata["offered"])
+        usable = [p for p in mix.avoid_providers if any(PROVIDERS.get(m) != p for m in offered)]
+        if usable and rng.random() < mix.avoid_share:  # never an avoid that rules out everything offered
+            prefs, avoided = avoid_preference(rng.choice(usable), offered, mix.cost_weight)
             out.append(Example(task, prefs, avoided, "avoid"))
         else:
             out.append(Example(task, default_preference(mix.cost_weight)))
     return out
+
+
+def varied_offer(env: RouterBench, task: Task, models: Sequence[str], mix: PreferenceMix,
+                 rng: random.Random) -> Task:
+    """`task` offering a random subset of `models` (at least `mix.min_models`), each repriced, with probability
+    `mix.reprice_share`, by a log-uniform factor in `mix.multiplier_range`."""
+    low = min(mix.min_models, len(models))
+    chosen = sorted(rng.sample(list(models), rng.randint(low, len(models))))
+    factors = {}
+    if rng.random() < mix.reprice_share:
+        lo, hi = (math.log(x) for x in mix.multiplier_range)
+        factors = {m: math.exp(rng.uniform(lo, hi)) for m in chosen}
+    return env.offer(task, chosen, factors)
 
 
 def paper_examples(env: RouterBench, tasks: Sequence[Task], mix: PreferenceMix, seed: int,
@@ -110,13 +128,20 @@ async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) 
     for example in examples:
         offered = example.task.metadata.get("offered") or env.models
         factors = example.task.metadata.get("price_factors") or {}
-        key = (example.avoided, tuple(offered), tuple(sorted(factors.items())), example.family)
-        if key not in policies:
-            policies[key] = fit_consult_policy(
-                env.rows, allowed=[m for m in offered if m not in example.avoided], price_factors=factors,
-                max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
-        result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
-                                preferences=example.preferences)
+        unavailable: frozenset[str] = frozenset()
+        while True:
+            key = (example.avoided | unavailable, tuple(offered), tuple(sorted(factors.items())), example.family)
+            if key not in policies:
+                policies[key] = fit_consult_policy(
+                    env.rows, allowed=[m for m in offered if m not in key[0]], price_factors=factors,
+                    max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
+            result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
+                                    preferences=example.preferences)
+            missing = frozenset(offered) - frozenset(env.row(example.task.id).records)
+            if result.trajectory.termination == "answered" or not missing - unavailable:
+                break
+            unavailable |= missing  # a model with no recorded answer here: refit without it, so no demonstration
+            # shows a refused call
         out.append((example, result.trajectory))
     return out
 
