@@ -129,6 +129,7 @@ async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) 
         offered = example.task.metadata.get("offered") or env.models
         factors = example.task.metadata.get("price_factors") or {}
         unavailable: frozenset[str] = frozenset()
+        missing = frozenset(offered) - frozenset(env.row(example.task.id).records)
         while True:
             key = (example.avoided | unavailable, tuple(offered), tuple(sorted(factors.items())), example.family)
             if key not in policies:
@@ -137,12 +138,13 @@ async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) 
                     max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
             result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
                                     preferences=example.preferences)
-            missing = frozenset(offered) - frozenset(env.row(example.task.id).records)
-            if result.trajectory.termination == "answered" or not missing - unavailable:
+            if (result.trajectory.termination == "answered" or not missing - unavailable
+                    or not set(offered) - key[0] - missing):
                 break
             unavailable |= missing  # a model with no recorded answer here: refit without it, so no demonstration
             # shows a refused call
-        out.append((example, result.trajectory))
+        if result.trajectory.termination == "answered":  # else nothing offered and allowed has an answer here
+            out.append((example, result.trajectory))
     return out
 
 
