@@ -9,6 +9,10 @@
 2. Unseen models: an orchestrator trained (SFT, the demo's settings) with `UNSEEN` never offered is evaluated with
    all 11, each described by its training-part price: does it call the unseen ones where they pay off? Compared
    with the demo's orchestrator, trained with all 11.
+   Then both at once, with descriptions that say what a model is good for (`DESCRIBED`): `UNSEEN` never offered,
+   every example offering a random subset of the other 8 at random prices (`vary_models`), each model listed with
+   its price and its training-part accuracy on the task's type (`describe_models: accuracy`); evaluated in both
+   tables with all 11 offered.
 3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
    four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
    provider, and the accuracy lost against no instruction.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,11 +57,19 @@ UNSEEN = ("yi-34b", "claude-instant", "codellama-34b")
 """Models held out of the unseen-models training: yi-34b is the cheap model the demonstrations lean on most."""
 AVOIDED = {"claude": "anthropic", "gpt": "openai", "mistral": "mistral", "llama": "meta"}
 """The avoid presets evaluated (preset `avoid-<key>`) and the provider each rules out."""
-PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper")
+DESCRIBED = {"describe_models": "accuracy",
+             "preferences": {"vary_models": True, "min_models": 3, "multiplier_range": [0.1, 10.0]}}
+"""The described orchestrator's environment settings (beside `train_models` without `UNSEEN`): prices in training
+span 0.1-10x, so the evaluated repricings are unseen price lists within the trained range, not extrapolation."""
+DESCRIBED_EXAMPLES = 384
+"""Its demonstrations (the demo trains on 192): what it has to learn depends on the listing, not on the task alone."""
+PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
           "knn": "knn router (fit at recorded prices)", "orchestra": "orchestra (demo: trained at recorded prices)",
           "orchestra-paper": "orchestra (trained with price randomization, SFT)",
-          "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)"}
+          "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)",
+          "orchestra-described": "orchestra (SFT, those 3 never offered, random offers and prices, models described "
+                                 "by accuracy)"}
 
 
 def demo_generalize(
@@ -87,15 +100,23 @@ def demo_generalize(
     seen_env = {**env_cfg, "train_models": [m for m in ALIASES.values() if m not in UNSEEN]}
     timings["sft_unseen_s"] = training_stage(console, unseen, lambda: _sft(console, plan, seen_env, seed, unseen))
 
-    console.rule("[bold]3. Unseen prices and unseen models")
+    console.rule("[bold]3. SFT with three models never offered, random offers, models described by accuracy")
+    described = out / "described" / "sft" / "orchestrator"
+    described_env = {**seen_env, **DESCRIBED}
+    described_plan = replace(plan, sft={**plan.sft, "examples": DESCRIBED_EXAMPLES if not quick else plan.sft[
+        "examples"]})
+    timings["sft_described_s"] = training_stage(console, described, lambda: _sft(
+        console, described_plan, described_env, seed, described))
+
+    console.rule("[bold]4. Unseen prices and unseen models")
     t = time.perf_counter()
     specs = {"always:gpt-4": "always:gpt-4", "cascade": "cascade", "knn": "knn", "orchestra": str(orchestrator),
-             "orchestra-paper": str(paper), "orchestra-unseen": str(unseen)}
+             "orchestra-paper": str(paper), "orchestra-unseen": str(unseen), "orchestra-described": str(described)}
     prices = {name: _evaluate_prices(console, out, env_cfg, factors, specs, plan, seed)
               for name, factors in REPRICINGS.items()}
     timings["prices_s"] = time.perf_counter() - t
 
-    console.rule("[bold]4. Avoiding each provider")
+    console.rule("[bold]5. Avoiding each provider")
     t = time.perf_counter()
     avoid = _evaluate_avoid(console, out, env_cfg, str(orchestrator), plan, seed)
     timings["avoid_s"] = time.perf_counter() - t
@@ -120,14 +141,15 @@ def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], facto
     from orchestra.envs.registry import load_suite
     from orchestra.evaluate.spec import SpecContext
 
-    suite = load_suite({**env_cfg, "recorded_prices": factors}, part="dev")
-    tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
-    usual = suite.preference_presets["default"]
+    plain = load_suite({**env_cfg, "recorded_prices": factors}, part="dev")
+    described = load_suite({**env_cfg, "recorded_prices": factors, "describe_models": "accuracy"}, part="dev")
     runs_dir = out / "runs" / _folder(next(k for k, v in REPRICINGS.items() if v == factors))
     table = {}
     labels = PRICE_POLICIES + (("orchestra-unseen",) if not factors else ())
     for label in labels:
-        prefs = usual if label.startswith("orchestra") else None
+        suite = described if label == "orchestra-described" else plain  # the prompt it was trained with
+        tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
+        prefs = suite.preference_presets["default"] if label.startswith("orchestra") else None
         _, r = evaluate_spec(console, suite, tasks, ctx, label, specs[label], prefs, runs_dir, limit=plan.eval_limit)
         table[label] = {"accuracy": r["accuracy"], "cost_per_query_usd": r["cost_per_query_usd"],
                         "calls": r.get("calls", {}).get("share", {})}
@@ -167,19 +189,19 @@ def results_markdown(summary: dict[str, Any]) -> str:
     settings = list(prices)
     lines = ["| policy | " + " | ".join(f"{s}: accuracy, $/query" for s in settings) + " |",
              "|---|" + "---|" * len(settings)]
-    for label in PRICE_POLICIES:
+    for label in (p for p in PRICE_POLICIES if p in prices[settings[0]]):
         cells = [f"{prices[s][label]['accuracy']:.3f}, {prices[s][label]['cost_per_query_usd']:.6f}"
                  for s in settings]
         lines.append(f"| {LABELS[label]} | " + " | ".join(cells) + " |")
     lines += ["", "Share of calls per model (orchestrators):", ""]
-    for label in ("orchestra", "orchestra-paper"):
+    for label in (p for p in ("orchestra", "orchestra-paper", "orchestra-described") if p in prices[settings[0]]):
         for s in settings:
             top = sorted(prices[s][label]["calls"].items(), key=lambda kv: -kv[1])[:4]
             lines.append(f"- {LABELS[label]}, {s}: " + ", ".join(f"{m} {v:.0%}" for m, v in top))
     unseen = set(summary["unseen_models"])
     lines += ["", "| recorded prices, all 11 models offered | accuracy | $/query | calls to " +
               ", ".join(sorted(unseen)) + " |", "|---|---|---|---|"]
-    for label in ("orchestra", "orchestra-unseen"):
+    for label in (p for p in ("orchestra", "orchestra-unseen", "orchestra-described") if p in prices[settings[0]]):
         r = prices[settings[0]][label]
         share = sum(v for m, v in r["calls"].items() if m in unseen)
         lines.append(f"| {LABELS[label]} | {r['accuracy']:.3f} | {r['cost_per_query_usd']:.6f} | {share:.0%} |")
