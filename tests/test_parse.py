@@ -80,3 +80,40 @@ def test_final_text_drops_reasoning_and_echoed_tool_output_markup():
     echoed = '<think>use the result</think><tool_output tool="calculator" call="c1" trust="untrusted">\n395\n</tool_output>'
     assert final_text(echoed) == "395"
     assert final_text("The answer is 395 (<b>bold</b> kept).") == "The answer is 395 (<b>bold</b> kept)."
+
+
+@pytest.mark.parametrize("arguments", [
+    {"model": "mixtral"}, {"model": "yi-34b"}, {"query": "a, b (c) = d", "k": 3}, {"word": "true"}, {"n": "123"},
+    {"flag": False, "none": None, "items": [1, "é"]}, {"text": "总结一下 — «quotes» \"inside\""}, {"empty": ""}, {},
+])
+def test_compact_calls_round_trip_every_value(arguments):
+    from orchestra.toolcalls import render_call
+
+    text = render_call("tool_1", arguments, "compact")
+    assert "\n" not in text and "<tool_call>" not in text
+    visible, calls = parse_tool_calls(f"{text}\n{text}", dialect="compact")
+    assert visible == "" and [(c.name, c.arguments, c.error) for c in calls] == [("tool_1", arguments, None)] * 2
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("ask(model=mixt", "unclosed call"),
+    ("ask(mixtral)", "key=value"),
+    ('ask(model="mixtral)', "invalid JSON"),
+    ("ask(model=a b=c)", None),  # a bare value runs to the next comma: "a b=c" is one string
+    ("ask(model=a, model=b)", "given twice"),
+    ('ask(model="a" "b")', "expected `,`"),
+])
+def test_a_compact_call_that_cannot_be_read_is_kept_with_its_error(text, error):
+    visible, [call] = parse_tool_calls(text, dialect="compact")
+    assert call.name == "ask" and visible == ""
+    if error is None:
+        assert call.error is None and call.arguments == {"model": "a b=c"}
+    else:
+        assert error in call.error and call.arguments == {}
+
+
+def test_compact_parsing_keeps_other_lines_as_text_and_hermes_ignores_compact_calls():
+    visible, calls = parse_tool_calls("<think>ask(model=x)</think>Let me ask.\nask(model=gpt-4)\n2 + 2 = 4",
+                                      dialect="compact")
+    assert visible == "Let me ask.\n2 + 2 = 4" and [c.arguments for c in calls] == [{"model": "gpt-4"}]
+    assert parse_tool_calls("ask(model=gpt-4)") == ("ask(model=gpt-4)", [])

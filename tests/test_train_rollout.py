@@ -54,10 +54,10 @@ def rows(env):
     return picked
 
 
-def forced_backend(tok, scripts: list[list[int]]) -> LocalBackend:
+def forced_backend(tok, scripts: list[list[int]], calls: str = "hermes") -> LocalBackend:
     end_id = tok.convert_tokens_to_ids("<|im_end|>")
     return LocalBackend(ForcedLM(tiny_model(tok, seed=0), scripts, end_id), tok, name="tiny", render_tools=False,
-                        seed=0)
+                        seed=0, calls=calls)
 
 
 def noncanonical_ids(tok, text: str) -> list[int]:
@@ -173,10 +173,12 @@ def demonstrations(env):
     return demos
 
 
-def test_sft_encoding_is_the_inference_format(env, tok, demonstrations):
+@pytest.mark.parametrize("calls", ["hermes", "compact"])
+def test_sft_encoding_is_the_inference_format(env, tok, demonstrations, calls):
     """Each prefix of an encoded demonstration ending before an assistant turn is exactly what `LocalBackend` feeds
-    the model for that conversation (with the tools the episode had), and the reply tokens follow it, trained on."""
-    backend = LocalBackend(tiny_model(tok, seed=0), tok, name="tiny", render_tools=False)
+    the model for that conversation (with the tools the episode had), and the reply tokens follow it, trained on,
+    in the call dialect the backend writes."""
+    backend = LocalBackend(tiny_model(tok, seed=0), tok, name="tiny", render_tools=False, calls=calls)
     end_id = tok.convert_tokens_to_ids("<|im_end|>")
     checked = 0
     for example, trajectory in demonstrations:
@@ -186,11 +188,11 @@ def test_sft_encoding_is_the_inference_format(env, tok, demonstrations):
         assistant = [i for i, m in enumerate(trajectory.messages) if m.role == "assistant"]
         previous_end = 0
         for i in assistant:
-            fresh = LocalBackend(backend.lm, tok, name="tiny", render_tools=False)  # no prefix cache: full render
+            fresh = LocalBackend(backend.lm, tok, name="tiny", render_tools=False, calls=calls)  # no prefix cache
             prompt = fresh.prompt_ids(trajectory.messages[:i], specs)
             assert encoded.ids[: len(prompt)] == prompt
             assert not any(encoded.mask[previous_end : len(prompt)])  # prompts and tool results: not trained on
-            reply = canonical_ids(tok, _hermes_text(trajectory.messages[i])) + [end_id]
+            reply = canonical_ids(tok, _reply_text(trajectory.messages[i], calls)) + [end_id]
             assert encoded.ids[len(prompt) : len(prompt) + len(reply)] == tuple(reply)
             assert all(encoded.mask[len(prompt) : len(prompt) + len(reply)])
             previous_end = len(prompt) + len(reply)
@@ -199,18 +201,22 @@ def test_sft_encoding_is_the_inference_format(env, tok, demonstrations):
     assert checked > len(demonstrations)  # multi-turn demonstrations were among them
 
 
-def _hermes_text(message) -> str:
-    """The assistant text of a demonstration (the policy writes only tool calls)."""
+def _reply_text(message, calls: str = "hermes") -> str:
+    """The assistant text of a demonstration (the policy writes only tool calls), spelled out by hand."""
     assert not message.content
+    if calls == "compact":
+        return "\n".join(f"{c.name}(" + ", ".join(f"{k}={v}" for k, v in c.arguments.items()) + ")"
+                         for c in message.tool_calls)
     return "\n".join(render_hermes(c.name, c.arguments) for c in message.tool_calls)
 
 
-def test_a_replayed_demonstration_gives_the_same_ids_and_mask_as_its_sft_encoding(env, tok, demonstrations):
+@pytest.mark.parametrize("calls", ["hermes", "compact"])
+def test_a_replayed_demonstration_gives_the_same_ids_and_mask_as_its_sft_encoding(env, tok, demonstrations, calls):
     """Forcing the model to write a demonstration's replies through the real episode loop yields the rollout
-    sequence whose ids and env mask equal the SFT encoding: SFT and RL train on one format."""
+    sequence whose ids and env mask equal the SFT encoding: SFT and RL train on one format, in either dialect."""
     example, trajectory = next((e, t) for e, t in demonstrations if len(t.turns) == 2)
     replies = [m for m in trajectory.messages if m.role == "assistant"]
-    backend = forced_backend(tok, [canonical_ids(tok, _hermes_text(m)) for m in replies])
+    backend = forced_backend(tok, [canonical_ids(tok, _reply_text(m, calls)) for m in replies], calls)
     encoded = encode_conversation(backend, trajectory.messages, [])
     result = asyncio.run(run_task(env, example.task, backend, DEMO_SETTINGS, preferences=example.preferences))
     assert [(c.name, c.arguments) for c in result.trajectory.calls] == [

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.errors import ConfigError
-from orchestra.toolcalls import render_hermes
+from orchestra.toolcalls import DIALECTS, Dialect, render_call
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Message
 
@@ -61,11 +61,15 @@ class ChatFormat:
     """Renders `Message`s with a tokenizer's chat template. Capabilities are detected once, or given explicitly."""
 
     def __init__(self, tokenizer: Any, *, native_tools: bool | None = None, native_tool_role: bool | None = None,
-                 render_tools: bool = True):
+                 render_tools: bool = True, calls: Dialect = "hermes"):
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("the tokenizer has no chat template: set `tokenizer.chat_template` before use")
+        if calls not in DIALECTS:
+            raise ConfigError(f"calls: {calls!r} is not one of {', '.join(DIALECTS)}")
         self.tokenizer = tokenizer
         self.render_tools = render_tools
+        self.calls = calls
+        """The dialect assistant tool calls are written in (what the model reads back and is trained to write)."""
         self.native_tools = self._detect_native_tools() if native_tools is None else native_tools
         self.native_tool_role = (
             bool(_TOOL_ROLE.search(self._template_source())) if native_tool_role is None else native_tool_role
@@ -101,7 +105,7 @@ class ChatFormat:
         out: list[dict[str, Any]] = []
         for m in messages:
             if m.role == "assistant":
-                out.append({"role": "assistant", "content": _assistant_text(m)})
+                out.append({"role": "assistant", "content": assistant_text(m, self.calls)})
             elif m.role == "tool" and self.native_tool_role:
                 entry: dict[str, Any] = {"role": "tool", "content": m.content}
                 if m.tool_call_id is not None:
@@ -155,8 +159,9 @@ class ChatFormat:
         return isinstance(text, str) and _PROBE_TOOL.name in text
 
 
-def _assistant_text(message: Message) -> str:
-    blocks = [render_hermes(c.name, c.arguments) for c in message.tool_calls if c.error is None]
+def assistant_text(message: Message, calls: Dialect = "hermes") -> str:
+    """An assistant message as the model wrote it: its text, then each readable call in the `calls` dialect."""
+    blocks = [render_call(c.name, c.arguments, calls) for c in message.tool_calls if c.error is None]
     if not blocks:
         return message.content
     return "\n".join([message.content, *blocks]) if message.content else "\n".join(blocks)

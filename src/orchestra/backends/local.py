@@ -55,7 +55,7 @@ from orchestra.backends.generate import Generation, generate_rows
 from orchestra.backends.kv_reuse import KVStore
 from orchestra.backends.pricing import ModelPrice
 from orchestra.errors import ConfigError, ContextLengthError
-from orchestra.toolcalls import parse_tool_calls
+from orchestra.toolcalls import Dialect, parse_tool_calls
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Completion, Message, Usage
 
@@ -91,7 +91,8 @@ class LocalBackend:
     waits to fill. `max_context_tokens` defaults to the model's `max_position_embeddings`. `seed` seeds the draws of
     requests whose `Sampling.seed` is None (a request with a seed reproduces whatever batch it shares).
     `native_tools`/`native_tool_role` override the chat template detection and `render_tools=False` leaves tool
-    schemas out of the prompt (see `orchestra.backends.chat_format`).
+    schemas out of the prompt (see `orchestra.backends.chat_format`). `calls` is the dialect the model writes tool
+    calls in (`orchestra.toolcalls`; "compact" for orchestrators trained to write it).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class LocalBackend:
         native_tool_role: bool | None = None,
         render_tools: bool = True,
         first_call: str = "auto",
+        calls: Dialect = "hermes",
     ):
         if max_batch_size < 1:
             raise ConfigError("max_batch_size: must be at least 1")
@@ -120,8 +122,11 @@ class LocalBackend:
         self._lm = model
         self.tokenizer = tokenizer
         self.price = price or ModelPrice(0.0, 0.0)
+        if first_call == "required" and calls != "hermes":
+            raise ConfigError("first_call: required writes a hermes call; it cannot be combined with calls: "
+                              f"{calls}")
         self.chat_format = ChatFormat(tokenizer, native_tools=native_tools, native_tool_role=native_tool_role,
-                                      render_tools=render_tools)
+                                      render_tools=render_tools, calls=calls)
         self.max_context_tokens = max_context_tokens or _context_window(model, tokenizer)
         self.end_ids = _end_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
@@ -202,8 +207,8 @@ class LocalBackend:
         text = self.tokenizer.decode(list(ids[:-1] if end_id is not None else ids), skip_special_tokens=False)
         text = _cut_at_stop(text, sampling.stop)
         # With no tools offered the reply is text, even when it holds a fenced JSON block with a "name" key.
-        visible, calls = (parse_tool_calls(text, id_prefix=f"call_{next(self._call_ids)}_") if tools
-                          else (text.strip(), []))
+        visible, calls = (parse_tool_calls(text, id_prefix=f"call_{next(self._call_ids)}_",
+                                           dialect=self.chat_format.calls) if tools else (text.strip(), []))
         usage = Usage(len(prompt_ids), len(ids))
         completion = Completion(
             text=visible,

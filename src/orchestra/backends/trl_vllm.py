@@ -57,7 +57,7 @@ class TRLVLLMBackend(LocalBackend):
         return cls(client, local.lm, local.tokenizer, name=local.model, price=local.price,
                    max_batch_size=local.max_batch_size, max_context_tokens=local.max_context_tokens,
                    native_tools=chat.native_tools, native_tool_role=chat.native_tool_role,
-                   render_tools=chat.render_tools)
+                   render_tools=chat.render_tools, calls=chat.calls)
 
     def _generate_locked(self, prompts: Sequence[Sequence[int]], samplings: Sequence[Sampling]) -> list[Generation]:
         """One server request per distinct sampling setting among the rows, results back in row order."""

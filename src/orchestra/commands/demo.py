@@ -211,10 +211,11 @@ def _tiny_backend(cfg: SFTConfig) -> Any:
     from orchestra.backends.local import LocalBackend
     from orchestra.backends.tiny import tiny_model, tiny_tokenizer
     from orchestra.envs.registry import load_suite
+    from orchestra.toolcalls import render_call
 
     suite = load_suite(cfg.envs[0].config)
     corpus = tuple(m.content for t in suite.training_env.tasks()[:200] for m in suite.prompt(t, [], None))
-    corpus += ('<tool_call>\n{"name": "ask", "arguments": {"model": "yi-34b"}}\n</tool_call>',) * 20
+    corpus += (render_call("ask", {"model": "yi-34b"}, suite.calls),) * 20
     tokenizer = tiny_tokenizer(vocab_size=2048, extra_corpus=corpus)
     return LocalBackend(tiny_model(tokenizer, seed=cfg.seed, hidden_size=128, num_layers=2), tokenizer,
                         render_tools=False, seed=cfg.seed)

@@ -65,6 +65,8 @@ class Suite:
     prompt_name: str
     observation: ObservationRenderer
     observation_name: str
+    calls: str = "hermes"
+    """The tool-call dialect an orchestrator trained on this environment writes (`orchestra.toolcalls`)."""
     reward_tools: Sequence[str] = ()
     brings_models: bool = False
     """True when the environment's own tools are the models (pool tools are then not added)."""

@@ -150,10 +150,12 @@ def _checkpoint(path: Path, ctx: SpecContext) -> Orchestrator:
     name = str(meta.get("model") or path.name)
     backend = LocalBackend.from_pretrained(str(path), name=name, price=_local_price(ctx.prices, name),
                                            render_tools=bool(meta.get("render_tools", True)),
-                                           max_batch_size=ctx.local_batch_size)
+                                           calls=meta.get("calls", "hermes"), max_batch_size=ctx.local_batch_size)
     details = {"prompt": prompt_name, "model": name, "observation": meta.get("observation", "untrusted"),
                "render_tools": bool(meta.get("render_tools", True)), "trained_by": meta.get("trained_by", ""),
                "folder_sha256": file_digest(path)}
+    if meta.get("calls", "hermes") != "hermes":  # hermes folders keep the identity their stored runs were made under
+        details["calls"] = meta["calls"]
     return Orchestrator(backend, builder, str(path), details, renderer, meta.get("max_tokens"), meta.get("max_turns"))
 
 

@@ -88,7 +88,8 @@ def load_model(spec: str, *, max_batch_size: int = 16, batch_wait_s: float = 0.0
                           "(config.json)")
     meta = _orchestra_json(folder)
     return LocalBackend.from_pretrained(folder, name=str(meta.get("model") or folder.name),
-                                        render_tools=bool(meta.get("render_tools", True)), **options)
+                                        render_tools=bool(meta.get("render_tools", True)),
+                                        calls=meta.get("calls", "hermes"), **options)
 
 
 def _orchestra_json(folder: Path) -> dict[str, Any]:

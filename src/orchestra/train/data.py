@@ -17,8 +17,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestra.backends.chat_format import _assistant_text
-from orchestra.toolcalls import render_hermes
+from orchestra.backends.chat_format import assistant_text
+from orchestra.toolcalls import Dialect, render_call
 from orchestra.tools.spec import ToolSpec
 from orchestra.types import Message
 
@@ -50,9 +50,9 @@ def encode_conversation(backend: object, messages: Sequence[Message], tools: Seq
     weights: list[float] = [0.0] * len(ids)
     assistant_indices = [i for i, m in enumerate(messages) if m.role == "assistant"]
     for n, i in enumerate(assistant_indices):
-        text = _assistant_text(messages[i])
+        text = assistant_text(messages[i], fmt.calls)
         reply = _encode(tokenizer, text)
-        weights += _reply_weights(tokenizer, text, reply, messages[i], decision_weight) + [1.0]
+        weights += _reply_weights(tokenizer, text, reply, messages[i], decision_weight, fmt.calls) + [1.0]
         reply += [end_id]
         ids += reply
         mask += [1] * len(reply)
@@ -67,13 +67,23 @@ def encode_conversation(backend: object, messages: Sequence[Message], tools: Seq
     return Encoded(tuple(ids), tuple(mask), tuple(weights) if decision_weight != 1.0 else None)
 
 
-def decision_spans(message: Message) -> list[tuple[int, int]]:
-    """Character spans, in the reply text SFT trains on (`_assistant_text`), of each tool call's name and argument
-    values: the text is rebuilt piece by piece the way `render_hermes` lays it out, so the spans are exact."""
+def decision_spans(message: Message, calls: Dialect = "hermes") -> list[tuple[int, int]]:
+    """Character spans, in the reply text SFT trains on (`assistant_text`), of each tool call's name and argument
+    values: the text is rebuilt piece by piece the way `render_call` lays it out, so the spans are exact."""
     spans: list[tuple[int, int]] = []
     position = len(message.content) + 1 if message.content else 0
     for call in (c for c in message.tool_calls if c.error is None):
-        block = render_hermes(call.name, call.arguments)
+        block = render_call(call.name, call.arguments, calls)
+        if calls == "compact":  # name(key=value, key=value)
+            spans.append((position, position + len(call.name)))
+            cursor = position + len(call.name) + 1
+            for j, (key, value) in enumerate(call.arguments.items()):
+                cursor += (2 if j else 0) + len(key) + 1
+                rendered = render_call("x", {key: value}, calls)[len(key) + 3:-1]
+                spans.append((cursor, cursor + len(rendered)))
+                cursor += len(rendered)
+            position += len(block) + 1
+            continue
         cursor = position + len('<tool_call>\n{"name": ')
         name = json.dumps(call.name, ensure_ascii=False)
         spans.append((cursor, cursor + len(name)))
@@ -87,7 +97,8 @@ def decision_spans(message: Message) -> list[tuple[int, int]]:
     return spans
 
 
-def _reply_weights(tokenizer: object, text: str, reply: list[int], message: Message, weight: float) -> list[float]:
+def _reply_weights(tokenizer: object, text: str, reply: list[int], message: Message, weight: float,
+                   calls: Dialect = "hermes") -> list[float]:
     if weight == 1.0 or not message.tool_calls:
         return [1.0] * len(reply)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
@@ -95,7 +106,7 @@ def _reply_weights(tokenizer: object, text: str, reply: list[int], message: Mess
         from orchestra.errors import ConfigError
 
         raise ConfigError("decision_weight: this tokenizer's offsets do not match its encoding; leave it at 1")
-    spans = decision_spans(message)
+    spans = decision_spans(message, calls)
     return [weight if any(a < end and start < b for a, b in spans) else 1.0 for start, end in encoded["offset_mapping"]]
 
 

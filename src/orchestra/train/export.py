@@ -26,6 +26,9 @@ class OrchestratorMeta:
     observation: str = "untrusted"
     """How tool results are rendered: "untrusted" (wrapped with provenance) or "plain"."""
     render_tools: bool = True
+    calls: str = "hermes"
+    """The dialect the model writes tool calls in (`orchestra.toolcalls`); folders written before it was recorded
+    are hermes."""
     max_tokens: int = 256
     max_turns: int = 8
     trained_by: str = ""

@@ -71,7 +71,7 @@ from orchestra.train.mixture import (
     shares,
 )
 from orchestra.train.rollout import ScoredGroup, collect_groups, to_sequence
-from orchestra.train.sft import load_policy_model, lora_config, resolve_device, trained_meta
+from orchestra.train.sft import load_policy_model, lora_config, resolve_device, speak, trained_meta
 from orchestra.types import Termination
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
@@ -139,7 +139,7 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     _check_trl_fields(config.trl, TRLConfig)
     pool = task_pool(mixture, config)
     by_id = {f"{k}:{e.task.id}": (k, e) for k, e in pool}
-    backend = backend or load_policy_model(config.model, seed=config.seed)
+    backend = speak(backend or load_policy_model(config.model, seed=config.seed), mixture, config.model)
     out = Path(config.output_dir)
     history: list[dict[str, float]] = []
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))

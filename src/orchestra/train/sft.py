@@ -59,10 +59,37 @@ def trained_meta(mixture: Sequence[TrainingEnv], trained_by: str, *, max_tokens:
     if len(mixture) == 1:
         suite = mixture[0].suite
         return OrchestratorMeta(prompt=suite.prompt_name, observation=suite.observation_name, render_tools=False,
-                                max_tokens=max_tokens or suite.turn_tokens, max_turns=max_turns or suite.max_turns,
-                                trained_by=trained_by)
-    return OrchestratorMeta(prompt="env", observation="env", render_tools=False, max_tokens=max_tokens,
-                            max_turns=max_turns, trained_by=trained_by)
+                                calls=suite.calls, max_tokens=max_tokens or suite.turn_tokens,
+                                max_turns=max_turns or suite.max_turns, trained_by=trained_by)
+    return OrchestratorMeta(prompt="env", observation="env", render_tools=False, calls=mixture_calls(mixture),
+                            max_tokens=max_tokens, max_turns=max_turns, trained_by=trained_by)
+
+
+def mixture_calls(mixture: Sequence[TrainingEnv]) -> str:
+    """The one tool-call dialect the mixture's environments write (a policy writes one)."""
+    dialects = {e.suite.calls for e in mixture}
+    if len(dialects) > 1:
+        from orchestra.errors import ConfigError
+
+        raise ConfigError("envs: the environments write tool calls in different dialects "
+                          f"({', '.join(f'{e.suite.name}: {e.suite.calls}' for e in mixture)}); set `calls` alike")
+    return dialects.pop()
+
+
+def speak(backend: Any, mixture: Sequence[TrainingEnv], source: ModelSource | None = None) -> Any:
+    """`backend` set to write the mixture's tool-call dialect; a trained orchestrator folder (`source.path`) must
+    have been trained to write it."""
+    calls = mixture_calls(mixture)
+    if source is not None and source.path and (Path(source.path) / "orchestra.json").exists():
+        from orchestra.errors import ConfigError
+        from orchestra.train.export import read_meta
+
+        trained = read_meta(source.path).calls
+        if trained != calls:
+            raise ConfigError(f"model.path: {source.path} was trained to write {trained} tool calls, but the "
+                              f"environments' are {calls} (set the environment's `calls: {trained}`)")
+    backend.chat_format.calls = calls
+    return backend
 
 
 def resolve_device(source: ModelSource) -> tuple[str, torch.dtype]:
@@ -122,7 +149,7 @@ def train_sft(config: SFTConfig, *, on_step: StepCallback | None = None, backend
     accelerator = _accelerator(config.model)  # before the model loads: each process then loads onto its own GPU
     mixture = load_mixture(config.envs)
     picked = _demonstrations(config, mixture, teacher, accelerator)
-    backend = backend or load_policy_model(config.model, seed=config.seed)
+    backend = speak(backend or load_policy_model(config.model, seed=config.seed), mixture, config.model)
     every = [encode_conversation(backend, trajectory.messages, [], config.decision_weight)
              for _, trajectory in picked]
     encoded = [e for e in every if len(e.ids) <= config.max_sequence_tokens]

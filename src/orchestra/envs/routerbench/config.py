@@ -8,8 +8,9 @@ import pydantic
 
 from orchestra.config import Strict
 
-TURN_TOKENS = 80
-"""Generated tokens per turn of a RouterBench orchestrator (two hermes tool calls take about 64 with SmolLM2)."""
+TURN_TOKENS = {"hermes": 80, "compact": 40}
+"""Generated tokens per turn of a RouterBench orchestrator, per call dialect: two calls take about 64 tokens with
+SmolLM2 in hermes, 19-24 in compact (`ask(model=mixtral)`)."""
 MAX_TURNS = 3
 """Turns of a trained RouterBench orchestrator: consult, then answer (one spare)."""
 
@@ -84,6 +85,9 @@ class Config(Strict):
         None, description="Training: offer only these models in training examples (default: all); the others are "
                           "unseen until an evaluation offers them (every model is described by training-part "
                           "statistics either way).")
+    calls: Literal["compact", "hermes"] = pydantic.Field(
+        "compact", description="The dialect a trained orchestrator writes tool calls in: compact "
+                               "(`ask(model=mixtral)`, a third of hermes' tokens; what the demo trains) or hermes.")
     describe_models: Literal["price", "accuracy"] = pydantic.Field(
         "price", description="What the compact prompt says of each model: its price, or its price and its "
                              "training-part accuracy on the task's type (what lets a model unseen in training be "
