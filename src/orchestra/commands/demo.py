@@ -45,8 +45,8 @@ class DemoPlan:
 
 FULL = DemoPlan(
     dev_fraction=0.1,
-    sft={"examples": 192, "examples_per_step": 8, "learning_rate": 2e-3, "warmup_steps": 2,
-         "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 6}},
+    sft={"examples": 576, "examples_per_step": 8, "learning_rate": 2e-3, "warmup_steps": 2,
+         "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 24}},
     grpo={"steps": 4, "group_size": 8, "prompts_per_step": 2, "learning_rate": 1e-4, "kl_coef": 0.0,
           "lora": {"rank": 16, "top_layers": 10}, "checkpoint": {"every_steps": 2}},
     eval_limit=None,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,8 +60,6 @@ DESCRIBED = {"describe_models": "accuracy",
              "preferences": {"vary_models": True, "min_models": 3, "multiplier_range": [0.1, 10.0]}}
 """The described orchestrator's environment settings (beside `train_models` without `UNSEEN`): prices in training
 span 0.1-10x, so the evaluated repricings are unseen price lists within the trained range, not extrapolation."""
-DESCRIBED_EXAMPLES = 384
-"""Its demonstrations (the demo trains on 192): what it has to learn depends on the listing, not on the task alone."""
 PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
           "knn": "knn router (fit at recorded prices)", "orchestra": "orchestra (demo: trained at recorded prices)",
@@ -103,10 +100,8 @@ def demo_generalize(
     console.rule("[bold]3. SFT with three models never offered, random offers, models described by accuracy")
     described = out / "described" / "sft" / "orchestrator"
     described_env = {**seen_env, **DESCRIBED}
-    described_plan = replace(plan, sft={**plan.sft, "examples": DESCRIBED_EXAMPLES if not quick else plan.sft[
-        "examples"]})
     timings["sft_described_s"] = training_stage(console, described, lambda: _sft(
-        console, described_plan, described_env, seed, described))
+        console, plan, described_env, seed, described))
 
     console.rule("[bold]4. Unseen prices and unseen models")
     t = time.perf_counter()
