@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestra.commands.train import with_progress
+from orchestra.envs.routerbench.config import TURN_TOKENS
 from orchestra.train.config import GRPOConfig, SFTConfig
 
 BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
@@ -240,8 +241,10 @@ def _evaluate_all(console: Console, out: Path, final: Path, env_cfg: dict[str, A
     runs: dict[str, tuple[Path, dict[str, Any]]] = {}
     for label, spec, prefs in specs:
         reuse = out / "runs" / "orchestra" if label == "orchestra+avoid-claude" else None
+        # The untrained model writes hermes calls (the default prompt shows them): it gets hermes' turn budget.
+        tokens = TURN_TOKENS["hermes"] if label == "untrained" else None
         runs[label] = evaluate_spec(console, suite, tasks, ctx, label, spec, prefs, out / "runs", reuse=reuse,
-                                    limit=plan.eval_limit,
+                                    limit=plan.eval_limit, max_tokens=tokens,
                                     show=label in ("untrained", "sft", "orchestra", "orchestra+avoid-claude"))
     return runs, dict(suite.preference_presets)
 
@@ -257,8 +260,9 @@ def dev_tasks(suite: Any, limit: int | None) -> list[Any]:
 
 def evaluate_spec(console: Console, suite: Any, tasks: list[Any], ctx: Any, label: str, spec: str, prefs: Any,
                   runs_dir: Path, *, reuse: Path | None = None, limit: int | None = None,
-                  show: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Evaluate one orchestrator spec under `prefs` into `runs_dir/<label>` (resumable item by item).
+                  show: bool = False, max_tokens: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Evaluate one orchestrator spec under `prefs` into `runs_dir/<label>` (resumable item by item), each turn
+    writing at most `max_tokens` (default: the environment's turn budget; a trained orchestrator's own wins).
 
     `reuse`: a run of the same orchestrator without the preference, whose episodes that never called a model the
     preference rules out are taken as they are (the preference cannot have changed them)."""
@@ -272,9 +276,12 @@ def evaluate_spec(console: Console, suite: Any, tasks: list[Any], ctx: Any, labe
 
     resolved = resolve_orchestrator(spec, ctx)
     settings = resolved.episode_settings(EpisodeSettings(preferences=prefs, limits=Limits(max_turns=4),
-                                                         sampling=Sampling(max_tokens=suite.turn_tokens)))
+                                                         sampling=Sampling(
+                                                             max_tokens=max_tokens or suite.turn_tokens)))
     config = {"env": dict(suite.identity), "spec": spec, "label": label,
               "preferences": preferences_to_dict(prefs), "limit": limit}
+    if max_tokens:  # part of what the run is (runs made with the environment's budget keep their identity)
+        config["max_tokens"] = max_tokens
     run_dir = runs_dir / slug(label)
     base_records = read_items(reuse / "items.jsonl") if reuse is not None else None
     results = asyncio.run(run_with_progress(suite.env, tasks, resolved, run_dir, config=config, settings=settings,
