@@ -80,9 +80,9 @@ class InProcess:
         self.thread.join(10)
 
 
-def forced_server(tok, scripts: list[list[int]]) -> InProcess:
+def forced_server(tok, scripts: list[list[int]], calls: str = "hermes") -> InProcess:
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    backend = LocalBackend(ForcedLM(tiny_model(tok), scripts, end), tok, name="tiny")
+    backend = LocalBackend(ForcedLM(tiny_model(tok), scripts, end), tok, name="tiny", calls=calls)
     return InProcess(create_model_app(backend, KeyRing({})))
 
 
@@ -95,6 +95,17 @@ async def test_an_episode_over_http_reads_the_models_hermes_call_and_answers(tok
     (observation,) = trajectory.observations
     assert (observation.name, observation.content, observation.status) == ("add", "3", "ok")
     assert trajectory.turns[0].completion.usage.output_tokens == len(call) + 1  # the end token is billed too
+
+
+async def test_a_compact_call_model_is_served_as_openai_tool_calls_and_a_bad_line_is_a_format_error(tok) -> None:
+    calls = char_ids(tok, "add(a=1, b=2)\nadd(a=3, b=4)")
+    with forced_server(tok, [calls, char_ids(tok, "add(1, 2)"), char_ids(tok, "It is 3.")], "compact") as server:
+        async with OpenAICompatBackend("tiny", server.base_url, price=ModelPrice(0.0, 0.0), max_attempts=1) as remote:
+            trajectory = await run_episode(Task("t", "What is 1 + 2?"), remote, Toolbox.of([tool(add)]))
+    first, second = trajectory.turns[0].observations, trajectory.turns[1].observations
+    assert [(o.name, o.content, o.status) for o in first] == [("add", "3", "ok"), ("add", "7", "ok")]
+    assert trajectory.format_errors == 1 and second[0].status != "ok"
+    assert trajectory.final_answer == "It is 3."
 
 
 def test_openai_client_gets_structured_tool_calls_token_ids_and_a_stream(tok) -> None:

@@ -9,7 +9,10 @@ Decisions
 - Tool calls are read from the model's text by the project's one parser (`orchestra.toolcalls`: hermes
   `<tool_call>` blocks, fenced JSON) and returned as OpenAI `tool_calls`. When any call the model wrote is
   malformed, nothing is parsed on its behalf: the reply's content is the model's raw text, so the client's parser
-  sees exactly what the model wrote and reports the broken call to the orchestrator as it would locally.
+  sees exactly what the model wrote and reports the broken call to the orchestrator as it would locally. A model
+  that writes compact calls (`orchestra.json` `calls: compact`) is read in that dialect; as no client parses it, a
+  broken line is returned as a tool call whose arguments say why it cannot be read (not a JSON object, so the
+  client reports it as a format error).
 - `return_token_ids: true` (an extension, as vLLM's) adds `prompt_token_ids` and, on the choice, `token_ids` and
   `token_logprobs`: the exact ids the model read and sampled, for training over HTTP.
 - A stream is sent once the completion is generated (the backend generates whole batches, not token by token); the
@@ -176,10 +179,10 @@ def _reply(backend: Any, completion: Completion, token_ids: bool) -> dict[str, A
     calls = list(completion.tool_calls)
     message: dict[str, Any] = {"role": "assistant", "content": completion.text}
     finish = completion.finish_reason
-    if calls and any(c.error is not None for c in calls):
+    if calls and any(c.error is not None for c in calls) and backend.chat_format.calls == "hermes":
         message["content"] = _raw_text(backend, completion)  # the client's parser reports the broken call
-    elif calls:
-        message["tool_calls"] = [c.to_openai() for c in calls]
+    elif calls:  # (a client cannot read compact lines: a broken one goes as a call whose arguments are not JSON)
+        message["tool_calls"] = [c.to_openai() if c.error is None else _unreadable(c) for c in calls]
         finish = "tool_calls"
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
     usage = completion.usage
@@ -194,6 +197,13 @@ def _reply(backend: Any, completion: Completion, token_ids: bool) -> dict[str, A
         choice["token_ids"] = list(completion.completion_ids or ())
         choice["token_logprobs"] = list(completion.logprobs or ())
     return out
+
+
+def _unreadable(call: Any) -> dict[str, Any]:
+    """A call the model wrote but that cannot be read, as an OpenAI tool call the client's parser rejects with the
+    reason (its arguments are not a JSON object)."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name or "unreadable",
+                                                            "arguments": f"unreadable call: {call.error}"}}
 
 
 def _raw_text(backend: Any, completion: Completion) -> str:
