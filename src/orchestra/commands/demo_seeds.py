@@ -27,7 +27,8 @@ POLICIES = {"untrained": "SmolLM2-135M untrained (prompted)", "sft": "SFT only",
 
 
 def demo_seeds(
-    seeds: Annotated[list[int], typer.Option("--train-seed", help="Training seeds (repeatable).")] = [1, 2, 3],  # noqa: B006
+    seeds: Annotated[list[int], typer.Option(
+        "--train-seed", help="Training seeds (repeatable); 0 is `make demo`'s own.")] = [0, 1, 2],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo-seeds"),
     data: Annotated[str | None, typer.Option(help="RouterBench CSV or folder (default: shared data).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split (fixed across runs).")] = 0,
