@@ -36,7 +36,7 @@ def measure(folder: Path, suite, tasks) -> dict[str, float]:
     meta = json.loads((folder / "orchestra.json").read_text())
     resolved = resolve_orchestrator(str(folder), SpecContext(suite, 0))
     settings = resolved.episode_settings(EpisodeSettings(limits=Limits(max_turns=4), sampling=Sampling(
-        max_tokens=suite.turn_tokens)))
+        max_tokens=suite.turn_tokens), build_prompt=resolved.build_prompt))
     prefs = [suite.preference_presets["default"]] * len(tasks)
     started = time.perf_counter()
     results = asyncio.run(run_many(suite.env, tasks, resolved.backend, settings, concurrency=64, preferences=prefs))
