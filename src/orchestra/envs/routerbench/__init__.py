@@ -85,8 +85,8 @@ def load(config: Config) -> Suite:
         prompt_name="routerbench/compact+accuracy" if described else "routerbench/compact",
         observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
-        demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env, max_turns=MAX_TURNS,
-        turn_tokens=TURN_TOKENS[config.calls], calls=config.calls,
+        demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env,
+        max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS[config.calls], calls=config.calls,
     )
 
 

@@ -122,30 +122,34 @@ DEMO_SETTINGS = EpisodeSettings(limits=Limits(max_turns=MAX_TURNS), build_prompt
 
 async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) -> list[Demonstration]:
     """Run the consult policy, refit per set of avoided models, offered models, prices and family, on every
-    example."""
+    example. Where the policy's model has no recorded answer for the row, it is refit without the row's missing
+    models, so no demonstration shows a refused call; an example with no usable model makes no demonstration."""
     policies: dict[tuple[Any, ...], ConsultPolicy] = {}
     out = []
     for example in examples:
+        trajectory = await _demonstrate(env, example, example.avoided, policies)
         offered = example.task.metadata.get("offered") or env.models
-        factors = example.task.metadata.get("price_factors") or {}
-        unavailable: frozenset[str] = frozenset()
         missing = frozenset(offered) - frozenset(env.row(example.task.id).records)
-        while True:
-            key = (example.avoided | unavailable, tuple(offered), tuple(sorted(factors.items())), example.family)
-            if key not in policies:
-                policies[key] = fit_consult_policy(
-                    env.rows, allowed=[m for m in offered if m not in key[0]], price_factors=factors,
-                    max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
-            result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
-                                    preferences=example.preferences)
-            if (result.trajectory.termination == "answered" or not missing - unavailable
-                    or not set(offered) - key[0] - missing):
-                break
-            unavailable |= missing  # a model with no recorded answer here: refit without it, so no demonstration
-            # shows a refused call
-        if result.trajectory.termination == "answered":  # else nothing offered and allowed has an answer here
-            out.append((example, result.trajectory))
+        if trajectory.termination != "answered" and missing and set(offered) - example.avoided - missing:
+            trajectory = await _demonstrate(env, example, example.avoided | missing, policies)
+        if trajectory.termination == "answered":
+            out.append((example, trajectory))
     return out
+
+
+async def _demonstrate(env: RouterBench, example: Example, ruled_out: frozenset[str],
+                       policies: dict[tuple[Any, ...], ConsultPolicy]) -> Trajectory:
+    """The consult policy's episode on `example`, fit (once per key, kept in `policies`) without `ruled_out`."""
+    offered = example.task.metadata.get("offered") or env.models
+    factors = example.task.metadata.get("price_factors") or {}
+    key = (ruled_out, tuple(offered), tuple(sorted(factors.items())), example.family)
+    if key not in policies:
+        policies[key] = fit_consult_policy(
+            env.rows, allowed=[m for m in offered if m not in ruled_out], price_factors=factors,
+            max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
+    result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
+                            preferences=example.preferences)
+    return result.trajectory
 
 
 def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
