@@ -202,3 +202,25 @@ def test_a_demonstration_never_shows_a_model_with_no_recorded_answer_for_its_row
     assert trajectory.termination == "answered"
     assert all(o.status == "ok" for t in trajectory.turns for o in t.observations)
     assert not set(trajectory.tool_counts()) & gone
+
+
+def test_one_price_at_a_time_offers_every_model_and_changes_the_demonstration_it_should(env):
+    mix = PreferenceMix(vary_prices=True, repriced_models=1, reprice_share=1.0, multiplier_range=(0.1, 10.0),
+                        avoid_share=0.0)
+    examples = sample_examples(env, mix, seed=3, limit=300)
+    assert [e.task.metadata for e in examples] == [e.task.metadata for e in sample_examples(env, mix, 3, 300)]
+    for e in examples:
+        assert e.task.metadata["offered"] == env.models
+        changed = {m: f for m, f in e.task.metadata["price_factors"].items() if f != 1.0}
+        assert len(changed) == 1 and 0.1 <= next(iter(changed.values())) <= 10
+    repriced = Counter(next(m for m, f in e.task.metadata["price_factors"].items() if f != 1.0) for e in examples)
+    assert set(repriced) == set(env.models)
+    # the decision follows the one price: gpt-4 far cheaper is asked for answers outright, far dearer never
+    cheap = [e for e in examples if e.task.metadata["price_factors"]["gpt-4"] < 0.15]
+    dear = [e for e in examples if e.task.metadata["price_factors"]["gpt-4"] > 6]
+    assert cheap and dear
+    calls = {e.task.id: t.tool_counts() for e, t in asyncio.run(collect_demonstrations(env, cheap + dear))}
+    assert any(calls[e.task.id] == {"gpt-4": 1} for e in cheap)
+    assert not any("gpt-4" in calls[e.task.id] for e in dear)
+    recorded = asyncio.run(collect_demonstrations(env, sample_examples(env, PreferenceMix(avoid_share=0.0), 3, 300)))
+    assert not any(t.tool_counts() == {"gpt-4": 1} for _, t in recorded)

@@ -42,6 +42,13 @@ class PreferenceMix(Strict):
                            "models, repriced like the paper sampler's (`reprice_share`, `multiplier_range`); the "
                            "preference stays default or avoid-a-provider, so demonstrations differ only by what "
                            "is offered at what price.")
+    vary_prices: bool = pydantic.Field(
+        False, description="sampler=routerbench: reprice `reprice_share` of the examples (log-uniform factors in "
+                           "`multiplier_range`) with every model still offered; `vary_models` implies it.")
+    repriced_models: int | None = pydantic.Field(
+        None, ge=1, description="sampler=routerbench: how many of the offered models a repriced example reprices, "
+                                "drawn at random (None: every one). One at a time makes contrasting "
+                                "demonstrations: the same prices but one, and the decision that one price changes.")
     avoid_share: float = pydantic.Field(
         0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")
     avoid_providers: list[str] = pydantic.Field(

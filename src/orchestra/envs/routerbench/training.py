@@ -62,7 +62,7 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
     for task in tasks:
         rng = random.Random(f"{seed}/{task.id}")
         offered = list(models or env.models)
-        if mix.vary_models:
+        if mix.vary_models or mix.vary_prices:
             task = varied_offer(env, task, offered, mix, random.Random(f"{seed}/{task.id}/offer"))
             offered = list(task.metadata["offered"])
         usable = [p for p in mix.avoid_providers if any(PROVIDERS.get(m) != p for m in offered)]
@@ -76,14 +76,19 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
 
 def varied_offer(env: RouterBench, task: Task, models: Sequence[str], mix: PreferenceMix,
                  rng: random.Random) -> Task:
-    """`task` offering a random subset of `models` (at least `mix.min_models`), each repriced, with probability
-    `mix.reprice_share`, by a log-uniform factor in `mix.multiplier_range`."""
-    low = min(mix.min_models, len(models))
-    chosen = sorted(rng.sample(list(models), rng.randint(low, len(models))))
+    """`task` offering a random subset of `models` (at least `mix.min_models`; all of them unless
+    `mix.vary_models`), with probability `mix.reprice_share` repricing `mix.repriced_models` of them (default: every
+    one) by log-uniform factors in `mix.multiplier_range`."""
+    chosen = sorted(models)
+    if mix.vary_models:
+        low = min(mix.min_models, len(models))
+        chosen = sorted(rng.sample(list(models), rng.randint(low, len(models))))
     factors = {}
     if rng.random() < mix.reprice_share:
         lo, hi = (math.log(x) for x in mix.multiplier_range)
-        factors = {m: math.exp(rng.uniform(lo, hi)) for m in chosen}
+        repriced = chosen if mix.repriced_models is None else sorted(
+            rng.sample(chosen, min(mix.repriced_models, len(chosen))))
+        factors = {m: math.exp(rng.uniform(lo, hi)) for m in repriced}
     return env.offer(task, chosen, factors)
 
 
