@@ -71,7 +71,9 @@ def load(config: Config) -> Suite:
         return await training.collect_demonstrations(train_env, chosen_examples)
 
     def rebalance(demos: Any, n: int, seed: int) -> list[Any]:
-        return training.rebalance(demos, share, n, seed)
+        if config.decision_temper is not None:
+            return training.balance_decisions(demos, share, n, seed, config.decision_temper)
+        return training.rebalance(demos, share, n, seed)  # type: ignore[arg-type]
 
     share = config.disagreement_share
 
@@ -85,7 +87,8 @@ def load(config: Config) -> Suite:
         prompt_name="routerbench/compact+accuracy" if described else "routerbench/compact",
         observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
-        demonstrate=demonstrate, select=rebalance if share is not None else None, train_env=train_env,
+        demonstrate=demonstrate,
+        select=rebalance if share is not None or config.decision_temper is not None else None, train_env=train_env,
         max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS[config.calls], calls=config.calls,
     )
 

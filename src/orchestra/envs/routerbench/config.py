@@ -103,6 +103,12 @@ class Config(Strict):
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")
 
+    decision_temper: float | None = pydantic.Field(
+        None, ge=0, le=1, description="Training: demonstrate each first decision (the first turn's calls) in "
+                                      "proportion to its count to this power (0: every decision equally often; "
+                                      "None: as sampled). Makes the decisions a changed price or an instruction "
+                                      "calls for, rare among the demonstrations, frequent enough to learn.")
+
     @pydantic.model_validator(mode="after")
     def _check(self) -> Config:
         if self.part == "dev" and not self.dev_fraction:

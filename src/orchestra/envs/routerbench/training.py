@@ -165,6 +165,37 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
     return first is None or first != second
 
 
+def first_decision(trajectory: Trajectory) -> tuple[tuple[str, str], ...]:
+    """What the prompt alone decided: the first turn's calls as (tool, model) pairs, e.g. (("ask", "mixtral"),
+    ("ask", "yi-34b")) or (("answer", "gpt-4"),)."""
+    if not trajectory.turns:
+        return ()
+    return tuple((c.name, str(c.arguments.get("model"))) for c in trajectory.turns[0].completion.tool_calls)
+
+
+def balance_decisions(items: Sequence[Demonstration], disagreement_share: float | None, n: int, seed: int,
+                      temper: float) -> list[Demonstration]:
+    """`n` demonstrations in which each first decision (`first_decision`) gets a share proportional to its count to
+    the power `temper` (1: as sampled; 0: every decision equally often), each group then drawn as `rebalance` draws
+    (disagreements `disagreement_share` of its consult episodes). A decision that only a changed price or an
+    instruction calls for is rare among the demonstrations (answering gpt-4 outright when it is five times cheaper);
+    tempering shows it often enough for a small model to learn to read the price list, not only the question."""
+    groups: dict[tuple[tuple[str, str], ...], list[Demonstration]] = {}
+    for item in items:
+        groups.setdefault(first_decision(item[1]), []).append(item)
+    keys = sorted(groups)
+    weights = [len(groups[k]) ** temper for k in keys]
+    sizes = [round(n * w / sum(weights)) for w in weights]
+    picked: list[Demonstration] = []
+    for i, (key, size) in enumerate(zip(keys, sizes, strict=True)):
+        group = groups[key]
+        picked += (rebalance(group, disagreement_share, size, seed + i) if disagreement_share is not None
+                   else draw(random.Random(seed + i), group, size))
+    rng = random.Random(seed)
+    rng.shuffle(picked)
+    return picked[:n]
+
+
 def rebalance(items: Sequence[Demonstration], disagreement_share: float, n: int,
               seed: int) -> list[Demonstration]:
     """`n` demonstrations in which consult episodes whose two answers disagree make up `disagreement_share` of the
