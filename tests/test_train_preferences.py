@@ -224,3 +224,31 @@ def test_one_price_at_a_time_offers_every_model_and_changes_the_demonstration_it
     assert not any("gpt-4" in calls[e.task.id] for e in dear)
     recorded = asyncio.run(collect_demonstrations(env, sample_examples(env, PreferenceMix(avoid_share=0.0), 3, 300)))
     assert not any(t.tool_counts() == {"gpt-4": 1} for _, t in recorded)
+
+
+def test_tempered_decisions_show_rare_decisions_more_often_and_keep_the_disagreement_balance(env):
+    from orchestra.envs.routerbench.training import balance_decisions, consulted_pair_disagreed, first_decision
+
+    mix = PreferenceMix(vary_prices=True, repriced_models=1, reprice_share=1.0, multiplier_range=(0.1, 10.0))
+    demos = asyncio.run(collect_demonstrations(env, sample_examples(env, mix, seed=2, limit=200)))
+    counts = Counter(first_decision(t) for _, t in demos)
+    assert len(counts) >= 4 and max(counts.values()) > 5 * min(counts.values())  # the stress: skewed decisions
+    as_sampled = Counter(first_decision(t) for _, t in balance_decisions(demos, None, 300, 0, 1.0))
+    assert sum(as_sampled.values()) == 300
+    flat = Counter(first_decision(t) for _, t in balance_decisions(demos, None, 300, 0, 0.0))
+    assert set(flat) == set(counts)
+    assert max(flat.values()) - min(flat.values()) <= 2  # every decision equally often
+    rare = min(counts, key=counts.get)
+    assert flat[rare] > as_sampled[rare]
+    assert abs(as_sampled[max(counts, key=counts.get)] / 300 - max(counts.values()) / len(demos)) < 0.02
+    tempered = balance_decisions(demos, 0.5, 300, 0, 0.5)
+    assert tempered == balance_decisions(demos, 0.5, 300, 0, 0.5)  # seeded
+    consult = [consulted_pair_disagreed(t) for _, t in tempered if consulted_pair_disagreed(t) is not None]
+    assert consult and abs(sum(consult) / len(consult) - 0.5) < 0.1
+
+
+def test_decision_temper_out_of_range_names_the_field(data_dir):
+    from orchestra.envs.registry import load_suite
+
+    with pytest.raises(Exception, match="decision_temper"):
+        load_suite({"name": "routerbench", "data": str(data_dir / "routerbench"), "decision_temper": 2})

@@ -185,15 +185,17 @@ def balance_decisions(items: Sequence[Demonstration], disagreement_share: float 
         groups.setdefault(first_decision(item[1]), []).append(item)
     keys = sorted(groups)
     weights = [len(groups[k]) ** temper for k in keys]
-    sizes = [round(n * w / sum(weights)) for w in weights]
+    quotas = [n * w / sum(weights) for w in weights]
+    sizes = [math.floor(q) for q in quotas]  # largest remainders take the rest, so the sizes add up to n
+    for i in sorted(range(len(keys)), key=lambda i: sizes[i] - quotas[i])[: n - sum(sizes)]:
+        sizes[i] += 1
     picked: list[Demonstration] = []
     for i, (key, size) in enumerate(zip(keys, sizes, strict=True)):
         group = groups[key]
         picked += (rebalance(group, disagreement_share, size, seed + i) if disagreement_share is not None
                    else draw(random.Random(seed + i), group, size))
-    rng = random.Random(seed)
-    rng.shuffle(picked)
-    return picked[:n]
+    random.Random(seed).shuffle(picked)
+    return picked
 
 
 def rebalance(items: Sequence[Demonstration], disagreement_share: float, n: int,
