@@ -42,9 +42,10 @@ def load(config: Config) -> Suite:
     chosen = {"train": train, "dev": dev, "all": rows}[part]
     stats = ModelStats.fit(train)
     described = config.describe_models == "accuracy"
-    env = RouterBench(chosen, stats, describe_accuracy=described)
+    marked = config.mark_price_changes
+    env = RouterBench(chosen, stats, describe_accuracy=described, mark_price_changes=marked)
     train_env = (env if part == "train" or not config.dev_fraction else
-                 RouterBench(train, stats, describe_accuracy=described))
+                 RouterBench(train, stats, describe_accuracy=described, mark_price_changes=marked))
     unknown = sorted(set(config.train_models or ()) - set(env.models))
     if unknown or config.train_models == []:
         raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(env.models)})"
@@ -62,6 +63,8 @@ def load(config: Config) -> Suite:
         identity["train_models"] = sorted(config.train_models)
     if described:
         identity["describe_models"] = config.describe_models
+    if marked:
+        identity["mark_price_changes"] = True
 
     def examples(seed: int, limit: int | None) -> list[Any]:
         return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks,
@@ -84,7 +87,7 @@ def load(config: Config) -> Suite:
                                                               config.preferences.cost_weight)[0]
     return Suite(
         env=env, preference_presets=presets, tasks=tasks, identity=identity, prompt=compact_prompt,
-        prompt_name="routerbench/compact+accuracy" if described else "routerbench/compact",
+        prompt_name="routerbench/compact" + ("+accuracy" if described else "") + ("+changes" if marked else ""),
         observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
         demonstrate=demonstrate,

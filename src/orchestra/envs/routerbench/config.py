@@ -99,6 +99,10 @@ class Config(Strict):
         "price", description="What the compact prompt says of each model: its price, or its price and its "
                              "training-part accuracy on the task's type (what lets a model unseen in training be "
                              "judged by more than its price).")
+    mark_price_changes: bool = pydantic.Field(
+        False, description="The compact prompt marks each model priced away from its recorded price with the change "
+                           "(`gpt-4 0.99 (5x cheaper)`): a word a small orchestrator learns to read where it does not "
+                           "learn to compare numbers in a list.")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")

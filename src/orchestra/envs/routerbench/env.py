@@ -232,6 +232,9 @@ class RouterBench:
     describe_accuracy: bool = False
     """Tasks also carry each model's training-part accuracy on their task type (`accuracy_on_type`, in percent),
     which the compact prompt lists beside the price."""
+    mark_price_changes: bool = False
+    """Repriced tasks also carry their factors away from the recorded prices (`price_changes`, only the models whose
+    factor is not 1), which the compact prompt writes beside the price."""
 
     def __post_init__(self) -> None:
         self.models = self.models or tuple(sorted(self.stats.mean_cost_usd))
@@ -263,6 +266,8 @@ class RouterBench:
             raise ConfigError("routerbench offer: price factors must be positive")
         prices = {m: round(self.stats.mean_cost_usd[m] * factors[m] * 1000, 4) for m in offered}
         metadata = {**task.metadata, "offered": offered, "price_factors": factors, "prices_per_1k": prices}
+        if self.mark_price_changes:
+            metadata["price_changes"] = {m: f for m, f in factors.items() if f != 1.0}
         if "accuracy_on_type" in metadata:
             metadata["accuracy_on_type"] = {m: metadata["accuracy_on_type"][m] for m in offered}
         return replace(task, metadata=metadata)
