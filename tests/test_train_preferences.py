@@ -72,6 +72,36 @@ def test_described_models_show_their_training_part_accuracy_on_the_task_type_and
         _trained_prompt(suite.prompt_name, plain, tmp_path)
 
 
+def test_marked_price_changes_say_how_far_each_repriced_model_is_from_its_recorded_price(data_dir, tmp_path):
+    from orchestra.envs.registry import load_suite
+    from orchestra.evaluate.spec import _trained_prompt
+
+    folder = routerbench_head(data_dir, tmp_path, 60)
+    repriced = {"gpt-4": {"factor": 0.2}, "mixtral": {"factor": 10}, "yi-34b": {"per_call_usd": 0.01}}
+    marked = load_suite({"name": "routerbench", "data": str(folder), "mark_price_changes": True,
+                         "recorded_prices": repriced})
+    system = compact_prompt(marked.tasks[0], [], None)[0].content
+    prices = marked.tasks[0].metadata["prices_per_1k"]
+    assert f"gpt-4 {prices['gpt-4']:.2g} (5x cheaper)," in system
+    assert f"mixtral {prices['mixtral']:.2g} (10x dearer)," in system
+    assert "yi-34b" in system and "x dearer)" in system.split("yi-34b", 1)[1]  # a flat $/call, as a factor
+    assert f"mistral-7b {prices['mistral-7b']:.2g}," in system  # unchanged prices carry no mark
+    assert marked.prompt_name == "routerbench/compact+changes" and marked.identity["mark_price_changes"]
+    offered = marked.env.offer(marked.env.tasks()[0], ["gpt-4", "mixtral"], {"mixtral": 0.5})
+    shown = offered.metadata["prices_per_1k"]
+    assert compact_prompt(offered, [], None)[0].content.endswith(
+        f"gpt-4 {shown['gpt-4']:.2g}, mixtral {shown['mixtral']:.2g} (2x cheaper)")
+    plain = load_suite({"name": "routerbench", "data": str(folder), "recorded_prices": repriced})
+    assert "cheaper" not in compact_prompt(plain.tasks[0], [], None)[0].content
+    assert "mark_price_changes" not in plain.identity  # unmarked runs keep their identity (and resume)
+    with pytest.raises(ConfigError, match="trained with prompt 'routerbench/compact\\+changes'"):
+        _trained_prompt(marked.prompt_name, plain, tmp_path)
+    both = load_suite({"name": "routerbench", "data": str(folder), "mark_price_changes": True,
+                       "describe_models": "accuracy", "recorded_prices": repriced})
+    assert both.prompt_name == "routerbench/compact+accuracy+changes"
+    assert "(5x cheaper) " in compact_prompt(both.tasks[0], [], None)[0].content  # then the accuracy
+
+
 def test_paper_sampler_draws_subsets_prices_and_every_family_reproducibly(env):
     mix = PreferenceMix(sampler="paper")
     examples = sample_examples(env, mix, seed=3, limit=120)
