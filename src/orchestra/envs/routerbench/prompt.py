@@ -23,22 +23,25 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
     their training-part accuracy on its type), the task type, the question cut short (stem to 120 characters, each
     option to 32), and the preference instruction.
 
-    With `mark_price_changes`, a model priced away from its recorded price says by how much (`price_change`).
+    With `mark_price_changes`, the request also says which models are priced away from their recorded price and by
+    how much ("Prices changed: gpt-4 5x cheaper."), beside the question and the preference, where a small orchestrator
+    reads its instructions: a student trained on 576 demonstrations was measured not to react to the same marks in
+    the price list of the system message, nor to the numbers alone.
     The tools' schemas are not rendered (a trained small orchestrator knows them); the price list is what it needs to
     trade accuracy for cost. Prices are the mean recorded cost per query on the training part
     (`Task.metadata["prices_per_1k"]`). Every token here is paid on every turn of every rollout, hence the cuts.
     """
     prices = task.metadata.get("prices_per_1k", {})
     accuracy = task.metadata.get("accuracy_on_type")
-    changes = task.metadata.get("price_changes", {})
     if accuracy is None:
-        head, listing = COMPACT_INSTRUCTIONS, ", ".join(
-            f"{m} {p:.2g}{price_change(changes.get(m, 1.0))}" for m, p in prices.items())
+        head, listing = COMPACT_INSTRUCTIONS, ", ".join(f"{m} {p:.2g}" for m, p in prices.items())
     else:
         head = ACCURACY_INSTRUCTIONS
-        listing = ", ".join(f"{m} {p:.2g}{price_change(changes.get(m, 1.0))} {accuracy.get(m, 0)}%"
-                            for m, p in prices.items())
+        listing = ", ".join(f"{m} {p:.2g} {accuracy.get(m, 0)}%" for m, p in prices.items())
     user = shorten_question(task.prompt)
+    changes = {m: f for m, f in task.metadata.get("price_changes", {}).items() if m in prices}
+    if changes:
+        user += "\nPrices changed: " + ", ".join(f"{m} {price_change(f)}" for m, f in changes.items()) + "."
     describe = getattr(preferences, "describe", None)
     if describe is not None and describe():
         user += "\n" + describe()
@@ -46,11 +49,8 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
 
 
 def price_change(factor: float) -> str:
-    """How a price compares with the recorded one, as the prompt writes it: "" (unchanged), " (5x cheaper)",
-    " (10x dearer)"."""
-    if factor == 1.0:
-        return ""
-    return f" ({factor:.2g}x dearer)" if factor > 1 else f" ({1 / factor:.2g}x cheaper)"
+    """How a price compares with the recorded one, as the prompt writes it: "5x cheaper", "10x dearer"."""
+    return f"{factor:.2g}x dearer" if factor >= 1 else f"{1 / factor:.2g}x cheaper"
 
 
 def shorten_question(prompt: str) -> str:
