@@ -75,31 +75,32 @@ def test_described_models_show_their_training_part_accuracy_on_the_task_type_and
 def test_marked_price_changes_say_how_far_each_repriced_model_is_from_its_recorded_price(data_dir, tmp_path):
     from orchestra.envs.registry import load_suite
     from orchestra.evaluate.spec import _trained_prompt
+    from orchestra.envs.routerbench.training import avoid_preference
 
     folder = routerbench_head(data_dir, tmp_path, 60)
-    repriced = {"gpt-4": {"factor": 0.2}, "mixtral": {"factor": 10}, "yi-34b": {"per_call_usd": 0.01}}
+    repriced = {"gpt-4": {"factor": 0.2}, "mixtral": {"factor": 10}, "yi-34b": {"per_call_usd": 1.0}}
     marked = load_suite({"name": "routerbench", "data": str(folder), "mark_price_changes": True,
                          "recorded_prices": repriced})
-    system = compact_prompt(marked.tasks[0], [], None)[0].content
+    prefs = avoid_preference("anthropic", marked.models)[0]
+    system, user = (m.content for m in compact_prompt(marked.tasks[0], [], prefs))
     prices = marked.tasks[0].metadata["prices_per_1k"]
-    assert f"gpt-4 {prices['gpt-4']:.2g} (5x cheaper)," in system
-    assert f"mixtral {prices['mixtral']:.2g} (10x dearer)," in system
-    assert "yi-34b" in system and "x dearer)" in system.split("yi-34b", 1)[1]  # a flat $/call, as a factor
-    assert f"mistral-7b {prices['mistral-7b']:.2g}," in system  # unchanged prices carry no mark
+    assert f"gpt-4 {prices['gpt-4']:.2g}, " in system and "cheaper" not in system  # the list: prices only
+    factor = 1.0 / marked.env.stats.mean_cost_usd["yi-34b"]  # a flat $/call, as a factor on the recorded price
+    assert user.endswith(f"\nPrices changed: gpt-4 5x cheaper, mixtral 10x dearer, yi-34b {factor:.2g}x dearer."
+                         "\nAvoid claude models.")
     assert marked.prompt_name == "routerbench/compact+changes" and marked.identity["mark_price_changes"]
     offered = marked.env.offer(marked.env.tasks()[0], ["gpt-4", "mixtral"], {"mixtral": 0.5})
-    shown = offered.metadata["prices_per_1k"]
-    assert compact_prompt(offered, [], None)[0].content.endswith(
-        f"gpt-4 {shown['gpt-4']:.2g}, mixtral {shown['mixtral']:.2g} (2x cheaper)")
+    assert compact_prompt(offered, [], None)[1].content.endswith("\nPrices changed: mixtral 2x cheaper.")
+    unchanged = marked.env.offer(marked.env.tasks()[0], ["gpt-4", "mixtral"])
+    assert "Prices changed" not in compact_prompt(unchanged, [], None)[1].content
     plain = load_suite({"name": "routerbench", "data": str(folder), "recorded_prices": repriced})
-    assert "cheaper" not in compact_prompt(plain.tasks[0], [], None)[0].content
+    assert "Prices changed" not in compact_prompt(plain.tasks[0], [], None)[1].content
     assert "mark_price_changes" not in plain.identity  # unmarked runs keep their identity (and resume)
     with pytest.raises(ConfigError, match="trained with prompt 'routerbench/compact\\+changes'"):
         _trained_prompt(marked.prompt_name, plain, tmp_path)
     both = load_suite({"name": "routerbench", "data": str(folder), "mark_price_changes": True,
-                       "describe_models": "accuracy", "recorded_prices": repriced})
+                       "describe_models": "accuracy"})
     assert both.prompt_name == "routerbench/compact+accuracy+changes"
-    assert "(5x cheaper) " in compact_prompt(both.tasks[0], [], None)[0].content  # then the accuracy
 
 
 def test_paper_sampler_draws_subsets_prices_and_every_family_reproducibly(env):

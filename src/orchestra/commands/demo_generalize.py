@@ -3,9 +3,11 @@
 1. Unseen prices. The dev part is evaluated under repricings no policy was fit on (`REPRICINGS`: gpt-4 at one fifth
    of its price, mixtral ten times dearer). The orchestrators read the new prices in their prompt; the cascade and
    the kNN router stay as they were fit on the training part's recorded prices, and pay the new ones.
-   Two orchestrators: the demo's (`make demo`, trained at the recorded prices) and one trained with the paper's
+   Three orchestrators: the demo's (`make demo`, trained at the recorded prices), one trained with the paper's
    price randomization (`sampler: paper`: per example a random subset of the models, prices scaled by log-uniform
-   factors, a preference family), trained here with the demo's SFT settings (SFT only).
+   factors, a preference family), and one trained on one price change at a time (`PRICED`: every model offered,
+   one of them repriced by a log-uniform factor in 0.1-10x, the change said in the request, demonstrations
+   tempered across decisions), the last two trained here with the demo's SFT settings (SFT only).
 2. Unseen models: an orchestrator trained (SFT, the demo's settings) with `UNSEEN` never offered is evaluated with
    all 11, each described by its training-part price: does it call the unseen ones where they pay off? Compared
    with the demo's orchestrator, trained with all 11.
@@ -60,10 +62,19 @@ DESCRIBED = {"describe_models": "accuracy",
              "preferences": {"vary_models": True, "min_models": 3, "multiplier_range": [0.1, 10.0]}}
 """The described orchestrator's environment settings (beside `train_models` without `UNSEEN`): prices in training
 span 0.1-10x, so the evaluated repricings are unseen price lists within the trained range, not extrapolation."""
-PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-described")
+PRICED = {"preferences": {"vary_prices": True, "repriced_models": 1, "multiplier_range": [0.1, 10.0]},
+          "decision_temper": 0.5, "mark_price_changes": True}
+"""The price-change orchestrator's environment settings: one model repriced per example (80% of them) so that
+demonstrations contrast one price at a time; the change said in the request ("Prices changed: gpt-4 5x cheaper."),
+which a student reads where it does not read the price list; decisions tempered (count^0.5) so that the ones a price
+change calls for (answer gpt-4 outright) are not drowned by the usual ones. The evaluated repricings are single
+changes of this kind, at factors no example drew exactly."""
+PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-priced",
+                  "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
           "knn": "knn router (fit at recorded prices)", "orchestra": "orchestra (demo: trained at recorded prices)",
           "orchestra-paper": "orchestra (trained with price randomization, SFT)",
+          "orchestra-priced": "orchestra (SFT, one price changed at a time, the change said in the request)",
           "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)",
           "orchestra-described": "orchestra (SFT, those 3 never offered, random offers and prices, models described "
                                  "by accuracy)"}
@@ -90,6 +101,11 @@ def demo_generalize(
     paper_env = {**env_cfg, "preferences": {"sampler": "paper"}}
     timings = {"sft_paper_s": training_stage(console, paper, lambda: _sft(console, plan, paper_env, seed, paper))}
 
+    console.rule("[bold]1b. SFT with one price changed at a time, the change said in the request")
+    priced = out / "priced" / "sft" / "orchestrator"
+    timings["sft_priced_s"] = training_stage(console, priced, lambda: _sft(
+        console, plan, {**env_cfg, **PRICED}, seed, priced))
+
     console.rule("[bold]2. SFT with three models never offered")
     from orchestra.envs.routerbench.env import ALIASES
 
@@ -106,7 +122,8 @@ def demo_generalize(
     console.rule("[bold]4. Unseen prices and unseen models")
     t = time.perf_counter()
     specs = {"always:gpt-4": "always:gpt-4", "cascade": "cascade", "knn": "knn", "orchestra": str(orchestrator),
-             "orchestra-paper": str(paper), "orchestra-unseen": str(unseen), "orchestra-described": str(described)}
+             "orchestra-paper": str(paper), "orchestra-priced": str(priced), "orchestra-unseen": str(unseen),
+             "orchestra-described": str(described)}
     prices = {name: _evaluate_prices(console, out, env_cfg, factors, specs, plan, seed)
               for name, factors in REPRICINGS.items()}
     timings["prices_s"] = time.perf_counter() - t
@@ -137,12 +154,15 @@ def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], facto
     from orchestra.evaluate.spec import SpecContext
 
     plain = load_suite({**env_cfg, "recorded_prices": factors}, part="dev")
-    described = load_suite({**env_cfg, "recorded_prices": factors, "describe_models": "accuracy"}, part="dev")
+    own = {"orchestra-described": load_suite({**env_cfg, "recorded_prices": factors, "describe_models": "accuracy"},
+                                             part="dev"),
+           "orchestra-priced": load_suite({**env_cfg, "recorded_prices": factors, "mark_price_changes": True},
+                                          part="dev")}
     runs_dir = out / "runs" / _folder(next(k for k, v in REPRICINGS.items() if v == factors))
     table = {}
     labels = PRICE_POLICIES + (("orchestra-unseen",) if not factors else ())
     for label in labels:
-        suite = described if label == "orchestra-described" else plain  # the prompt it was trained with
+        suite = own.get(label, plain)  # the prompt it was trained with
         tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
         prefs = suite.preference_presets["default"] if label.startswith("orchestra") else None
         _, r = evaluate_spec(console, suite, tasks, ctx, label, specs[label], prefs, runs_dir, limit=plan.eval_limit)
@@ -189,7 +209,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
                  for s in settings]
         lines.append(f"| {LABELS[label]} | " + " | ".join(cells) + " |")
     lines += ["", "Share of calls per model (orchestrators):", ""]
-    for label in (p for p in ("orchestra", "orchestra-paper", "orchestra-described") if p in prices[settings[0]]):
+    for label in (p for p in ("orchestra", "orchestra-paper", "orchestra-priced", "orchestra-described")
+                  if p in prices[settings[0]]):
         for s in settings:
             top = sorted(prices[s][label]["calls"].items(), key=lambda kv: -kv[1])[:4]
             lines.append(f"- {LABELS[label]}, {s}: " + ", ".join(f"{m} {v:.0%}" for m, v in top))
