@@ -164,8 +164,10 @@ def setup(tmp_path_factory, data_dir) -> Setup:
 
 
 def held_out_accuracy(orchestrator_dir: Path, env: RouterBench, samples: int = 4) -> float:
-    """Accuracy of sampled episodes (the training temperature) on rows never trained on."""
-    backend = LocalBackend.from_pretrained(orchestrator_dir, render_tools=False, seed=1)
+    """Accuracy of sampled episodes (the training temperature) on rows never trained on, read in the call dialect
+    the orchestrator was trained to write (`orchestra.json`)."""
+    calls = json.loads((orchestrator_dir / "orchestra.json").read_text()).get("calls", "hermes")
+    backend = LocalBackend.from_pretrained(orchestrator_dir, render_tools=False, seed=1, calls=calls)
     settings = EpisodeSettings(limits=Limits(max_turns=3), build_prompt=compact_prompt, render_observation=plain,
                                sampling=SAMPLING)
     tasks = [t for t in env.tasks() for _ in range(samples)]
