@@ -74,8 +74,8 @@ def test_described_models_show_their_training_part_accuracy_on_the_task_type_and
 
 def test_marked_price_changes_say_how_far_each_repriced_model_is_from_its_recorded_price(data_dir, tmp_path):
     from orchestra.envs.registry import load_suite
-    from orchestra.evaluate.spec import _trained_prompt
     from orchestra.envs.routerbench.training import avoid_preference
+    from orchestra.evaluate.spec import _trained_prompt
 
     folder = routerbench_head(data_dir, tmp_path, 60)
     repriced = {"gpt-4": {"factor": 0.2}, "mixtral": {"factor": 10}, "yi-34b": {"per_call_usd": 1.0}}
@@ -258,7 +258,11 @@ def test_one_price_at_a_time_offers_every_model_and_changes_the_demonstration_it
 
 
 def test_tempered_decisions_show_rare_decisions_more_often_and_keep_the_disagreement_balance(env):
-    from orchestra.envs.routerbench.training import balance_decisions, consulted_pair_disagreed, first_decision
+    from orchestra.envs.routerbench.training import (
+        balance_decisions,
+        consulted_pair_disagreed,
+        first_decision,
+    )
 
     mix = PreferenceMix(vary_prices=True, repriced_models=1, reprice_share=1.0, multiplier_range=(0.1, 10.0))
     demos = asyncio.run(collect_demonstrations(env, sample_examples(env, mix, seed=2, limit=200)))

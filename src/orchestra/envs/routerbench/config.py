@@ -100,13 +100,13 @@ class Config(Strict):
                              "training-part accuracy on the task's type (what lets a model unseen in training be "
                              "judged by more than its price).")
     mark_price_changes: bool = pydantic.Field(
-        False, description="The compact prompt marks each model priced away from its recorded price with the change "
-                           "(`gpt-4 0.99 (5x cheaper)`): a word a small orchestrator learns to read where it does not "
-                           "learn to compare numbers in a list.")
+        False, description="The compact prompt's request says which models are priced away from their recorded "
+                           "price and by how much (`Prices changed: gpt-4 5x cheaper.`): words beside the question, "
+                           "which a small orchestrator learns to read where it does not learn to read a number in "
+                           "the price list.")
     disagreement_share: float | None = pydantic.Field(
         0.5, ge=0, le=1, description="Training: share of consult demonstrations (and GRPO tasks) whose two consulted "
                                      "answers disagree, rebalanced (None: as sampled).")
-
     decision_temper: float | None = pydantic.Field(
         None, ge=0, le=1, description="Training: demonstrate each first decision (the first turn's calls) in "
                                       "proportion to its count to this power (0: every decision equally often; "

@@ -234,7 +234,7 @@ class RouterBench:
     which the compact prompt lists beside the price."""
     mark_price_changes: bool = False
     """Repriced tasks also carry their factors away from the recorded prices (`price_changes`, only the models whose
-    factor is not 1), which the compact prompt writes beside the price."""
+    factor is not 1), which the compact prompt says in the request."""
 
     def __post_init__(self) -> None:
         self.models = self.models or tuple(sorted(self.stats.mean_cost_usd))

@@ -179,7 +179,7 @@ def balance_decisions(items: Sequence[Demonstration], disagreement_share: float 
     the power `temper` (1: as sampled; 0: every decision equally often), each group then drawn as `rebalance` draws
     (disagreements `disagreement_share` of its consult episodes). A decision that only a changed price or an
     instruction calls for is rare among the demonstrations (answering gpt-4 outright when it is five times cheaper);
-    tempering shows it often enough for a small model to learn to read the price list, not only the question."""
+    tempering shows it often enough for a small model to learn it, not only the usual decision for the question."""
     groups: dict[tuple[tuple[str, str], ...], list[Demonstration]] = {}
     for item in items:
         groups.setdefault(first_decision(item[1]), []).append(item)
