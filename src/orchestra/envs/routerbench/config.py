@@ -19,7 +19,8 @@ class PreferenceMix(Strict):
     """How training examples draw their preference.
 
     `sampler: routerbench` (the default, what the demo trains and evaluates): every model offered at its recorded
-    price (or, with `vary_models`, a random subset at random prices), P either the default (p_outcome 1, p_cost
+    price (or, with `vary_models`, a random subset at random prices; with `vary_prices`, every model with
+    `repriced_models` of them at random prices), P either the default (p_outcome 1, p_cost
     `cost_weight`) or, for `avoid_share` of the examples, "avoid one provider's models". `sampler: paper`: the
     paper's scheme through `orchestra.synth.preferences`: per example a random subset of at least `min_models`
     models, prices repriced by per-model log-uniform factors in `multiplier_range` for `reprice_share` of the
