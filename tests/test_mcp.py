@@ -276,9 +276,9 @@ def test_pool_yaml_expands_an_mcp_entry_to_its_allow_listed_tools(server_script,
         assert built.tools[1].spec.cost.usd_per_call == 0.01
         assert connection_of(built.tools[0]) is None and connection_of(built.tools[1]) is connection_of(built.tools[2])
     finally:
-        closed = close_tools(built.tools)
-    assert closed == 1 and close_tools(built.tools) == 0  # one server behind both tools; closing twice is a no-op
+        asyncio.run(built.aclose())  # the pool closes its MCP session; its server process stops
     assert _all_gone(_started(pids), expected=1)
+    assert close_tools(built.tools) == 0 and asyncio.run(built.aclose()) is None  # closing again is a no-op
 
 
 @pytest.mark.parametrize(("mcp", "message"), [

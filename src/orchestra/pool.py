@@ -42,6 +42,19 @@ class Pool:
     build_prompt: PromptBuilder = default_prompt
     """The orchestrator's prompt (`PoolConfig.prompt`)."""
     render_observation: ObservationRenderer = wrap_untrusted
+    backends: tuple[ChatBackend, ...] = ()
+    """Every backend the pool built (the orchestrator's and the model-tools'), each once: what `aclose` closes."""
+
+    async def aclose(self) -> None:
+        """Close what the pool opened: its HTTP backends' connections and its MCP sessions (a stdio server is
+        stopped). Closing twice is a no-op. An HTTP backend used again reconnects; an MCP tool fails at once."""
+        for backend in self.backends:
+            close = getattr(backend, "aclose", None)
+            if close is not None:
+                await close()
+        from orchestra.tools.mcp import close_tools
+
+        await asyncio.to_thread(close_tools, self.tools)
 
 
 def default_pool_path() -> Path:
@@ -91,7 +104,8 @@ def build_pool(config: PoolConfig, *, prices: PriceTable | None = None) -> Pool:
     limits = Limits(lim.max_turns, lim.budget_usd, frozenset(lim.banned_tools), frozenset(lim.banned_providers))
     sampling = Sampling(temperature=config.orchestrator.temperature, max_tokens=config.orchestrator.max_tokens)
     build_prompt, render_observation = prompt_profile(config.prompt)
-    return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling, build_prompt, render_observation)
+    return Pool(orchestrator, tuple(tools), table, preferences, limits, sampling, build_prompt, render_observation,
+                tuple(cache.values()))
 
 
 def prompt_profile(name: str) -> tuple[PromptBuilder, ObservationRenderer]:

@@ -241,6 +241,11 @@ class ScriptedOpenAIServer:
     def connections(self) -> int:
         return self._state.connections
 
+    @property
+    def open_connections(self) -> int:
+        """Connections the server has not yet seen closed."""
+        return len(self._writers)
+
     def reset(self) -> None:
         with self._lock:
             self._state = _State()

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from orchestra.backends.pricing import PriceTable
 from orchestra.config import PoolConfig, PricesConfig, dump_config, load_config
-from orchestra.pool import build_pool, default_pool_path, load_pool_config
+from orchestra.pool import Pool, build_pool, default_pool_path, load_pool_config
 from orchestra.rollout.budget import Budget
 from orchestra.rollout.episode import run_episode
 from orchestra.task import Task
@@ -56,11 +56,7 @@ def run(
     task = Task(id="cli", prompt=question)
     budget = Budget(budget_usd) if budget_usd is not None else None
     with console.status("running the episode"):
-        trajectory = asyncio.run(run_episode(
-            task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
-            limits=built.limits, sampling=built.sampling, budget=budget, build_prompt=built.build_prompt,
-            render_observation=built.render_observation,
-        ))
+        trajectory = asyncio.run(_episode(built, task, budget))
     if save is not None:
         append_trajectory(save, trajectory)
     spend = None if budget is None else {"limit_usd": budget.limit_usd, "spent_usd": budget.spent_usd,
@@ -77,6 +73,18 @@ def run(
         if not as_json:
             typer.echo(f"the run ended without an answer: {trajectory.termination.value}", err=True)
         raise typer.Exit(1)
+
+
+async def _episode(built: Pool, task: Task, budget: Budget | None) -> Trajectory:
+    """One episode over the pool, which is closed afterwards (its HTTP connections, its MCP servers)."""
+    try:
+        return await run_episode(
+            task, built.orchestrator, Toolbox.of(built.tools), preferences=built.preferences,
+            limits=built.limits, sampling=built.sampling, budget=budget, build_prompt=built.build_prompt,
+            render_observation=built.render_observation,
+        )
+    finally:
+        await built.aclose()
 
 
 def summary(trajectory: Trajectory) -> dict[str, object]:

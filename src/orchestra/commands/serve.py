@@ -120,7 +120,9 @@ def build_app(pool: Path | None, overrides: tuple[str, ...], orchestrator: str |
         served = _override_orchestrator(served, orchestrator, endpoint_model, built.prices, pool)
     if trajectories is not None:
         trajectories.mkdir(parents=True, exist_ok=True)
-    closers = (served.orchestrator,) if hasattr(served.orchestrator, "aclose") else ()
+    # The pool closes what it built; an orchestrator given on the command line is closed on its own.
+    closers = (built,) + ((served.orchestrator,) if served.orchestrator is not built.orchestrator
+                          and hasattr(served.orchestrator, "aclose") else ())
     return create_app(ServeSettings(served, keys, max_body_bytes, max_concurrent, trajectories, closers))
 
 

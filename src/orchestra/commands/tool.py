@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 
 from orchestra.errors import ConfigError
-from orchestra.pool import build_pool, load_pool_config
+from orchestra.pool import Pool, build_pool, load_pool_config
 from orchestra.tools.toolbox import Toolbox
-from orchestra.types import ToolCall
+from orchestra.types import Observation, ToolCall
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,16 +31,22 @@ def call(
         raise typer.BadParameter(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON object, e.g. "
                                  "'{\"expression\": \"2 + 2\"}'", param_hint="ARGUMENTS") from None
     built = build_pool(load_pool_config(pool))
-    toolbox = Toolbox.of(built.tools)
-    observation = asyncio.run(toolbox.call(ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
-                                                    error=None if isinstance(parsed, dict) else
-                                                    "arguments must be a JSON object")))
+    call = ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
+                    error=None if isinstance(parsed, dict) else "arguments must be a JSON object")
+    observation = asyncio.run(_call_once(built, call))
     if observation.status == "tool_error" and observation.content.startswith("error: ConfigError: "):
         # The tool is set up wrong (e.g. its API key is not set): one line, like every user error.
         raise ConfigError(observation.content.removeprefix("error: ConfigError: "))
     typer.echo(json.dumps(dataclasses.asdict(observation), indent=2))
     if observation.is_error:
         raise typer.Exit(1)
+
+
+async def _call_once(built: Pool, call: ToolCall) -> Observation:
+    try:
+        return await Toolbox.of(built.tools).call(call)
+    finally:
+        await built.aclose()
 
 
 @app.command("list")

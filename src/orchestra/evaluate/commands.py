@@ -138,6 +138,7 @@ def eval_command(
     from orchestra.rollout.batch import EpisodeSettings
     from orchestra.rollout.budget import Budget
 
+    pool_tools: tuple[Any, ...] = ()
     try:
         env_config = env_options(env, data=data, part=part, dev_fraction=dev_fraction, seed=seed,
                                  extra=env_set or [])
@@ -172,6 +173,11 @@ def eval_command(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        if pool_tools:  # the pool's MCP servers end with the run, not at interpreter exit
+            from orchestra.tools.mcp import close_tools
+
+            close_tools(pool_tools)
     print_summary(summaries)
 
 

@@ -51,7 +51,7 @@ class ServeSettings:
     max_concurrent: int = 64
     trajectories_dir: Path | None = None
     closers: tuple[Any, ...] = ()
-    """Objects with an async `aclose()` (HTTP backends) closed at shutdown."""
+    """Objects with an async `aclose()` (the pool, HTTP backends) closed at shutdown."""
 
 
 def create_app(settings: ServeSettings) -> Any:
