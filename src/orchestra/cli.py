@@ -113,6 +113,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "show-config": ("orchestra.commands.run", "show_config", "Print a resolved config file."),
     "eval": ("orchestra.evaluate.commands", "eval_command", "Evaluate an orchestrator or baseline on an environment."),
     "report": ("orchestra.evaluate.commands", "report_command", "Write Markdown and HTML reports for result runs."),
+    "compare": ("orchestra.evaluate.commands", "compare_command",
+                "Paired comparison of runs on the same items: wins/losses, McNemar p, bootstrap intervals."),
     "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
     "demo-generalize": ("orchestra.commands.demo_generalize", "demo_generalize",
                         "Evaluate the demo's orchestrator under unseen prices and each avoid-provider instruction."),

@@ -292,3 +292,46 @@ def report_command(
         raise typer.Exit(2) from None
     for path in paths:
         typer.echo(str(path))
+
+
+def compare_command(
+    run: Annotated[Path, typer.Argument(help="The run folder to compare (results.json and items.jsonl).")],
+    others: Annotated[list[Path], typer.Argument(help="Run folders to compare it with, on the same items.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparisons as JSON.")] = False,
+) -> None:
+    """Paired comparison on the same items: wins and losses, the exact McNemar p-value, and 95% bootstrap
+    intervals of the accuracy and cost differences (RUN minus each other run)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestra.evaluate.paired import compare_runs, run_label
+
+    try:
+        labels = [run_label(r) for r in (run, *others)]
+        # Runs with the same label (two orchestrators, say) are told apart by their folders.
+        names = [str(path) if labels.count(label) > 1 else label for path, label in zip((run, *others), labels, strict=True)]
+        results = [compare_runs(run, other, names=(names[0], name)) for other, name in zip(others, names[1:], strict=True)]
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+        return
+    table = Table(title=f"{results[0].a} against each run, on the same {results[0].n} items")
+    for column in ("against", "accuracy", "difference [95% CI]", "won/lost", "McNemar p", "$/query",
+                   "cost difference [95% CI]"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.b, f"{r.accuracy_a:.3f} vs {r.accuracy_b:.3f}",
+                      f"{r.accuracy_diff:+.3f} [{r.accuracy_diff_ci[0]:+.3f}, {r.accuracy_diff_ci[1]:+.3f}]",
+                      f"{r.wins}/{r.losses}", f"{r.p_value:.3g}", f"{r.cost_a:.6f} vs {r.cost_b:.6f}",
+                      f"{r.relative_cost(r.cost_diff):+.1%} [{r.relative_cost(r.cost_diff_ci[0]):+.1%}, "
+                      f"{r.relative_cost(r.cost_diff_ci[1]):+.1%}]")
+    console = Console()
+    console.print(table)
+    for r in results:
+        console.print(r.verdict(), markup=False)
+        if r.env_differences:
+            console.print(f"  (environment configs differ: {'; '.join(r.env_differences)})", markup=False)
