@@ -107,6 +107,7 @@ def demo(
 
     report = write_report([p for p, _ in runs.values()], out / "report", title="orchestra demo: RouterBench dev part")
     summary = _summarize(runs)
+    summary["paired"] = paired_against(runs, "orchestra", ("cascade", "knn", summary["best_single"]))
     if "sft" in runs:
         summary["paper_reward"] = paper_reward_comparison(runs, ("untrained", "sft", "orchestra"),
                                                           presets["default"])
@@ -135,6 +136,8 @@ def current_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+ROUTERS = ("cascade", "knn")
+"""The fitted routers the orchestrator must be above, at no more cost."""
 RESULT_ROWS = ("always:gpt-4", "cascade", "knn", "orchestra", "sft", "untrained", "orchestra+avoid-claude",
                "always:yi-34b", "cheapest", "oracle")
 
@@ -162,7 +165,22 @@ def results_markdown(summary: dict[str, Any]) -> str:
             accuracy += f" (claude calls: {summary['avoid_claude_call_share']:.0%})"
         lines.append(f"| {name} | {accuracy} | {r['cost_per_query_usd']:.6f} | "
                      f"{r['cost_per_query_usd'] / best:.0%} |")
-    return "\n".join([*lines, "", run_footer(summary)]) + "\n"
+    return "\n".join([*lines, "", *paired_markdown(summary.get("paired", {})), run_footer(summary)]) + "\n"
+
+
+def paired_markdown(paired: dict[str, dict[str, Any]]) -> list[str]:
+    """The item-by-item table of a summary's `paired` comparisons, then a blank line (nothing when there are none)."""
+    if not paired:
+        return []
+    lines = ["| orchestra against | items won / lost | McNemar p | accuracy difference [95% CI] | "
+             "cost difference [95% CI] |", "|---|---|---|---|---|"]
+    for other, c in paired.items():
+        (a_low, a_high), (c_low, c_high) = c["accuracy_diff_ci95"], c["cost_diff_ci95_usd"]
+        cost = c["cost_per_query_b_usd"] or 1.0
+        lines.append(f"| {other} | {c['wins']} / {c['losses']} | {c['mcnemar_p']:.3g} | "
+                     f"{c['accuracy_diff']:+.3f} [{a_low:+.3f}, {a_high:+.3f}] | "
+                     f"{c['cost_diff_usd'] / cost:+.1%} [{c_low / cost:+.1%}, {c_high / cost:+.1%}] |")
+    return [*lines, ""]
 
 
 def run_footer(summary: dict[str, Any]) -> str:
@@ -312,12 +330,25 @@ def _summarize(runs: dict[str, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
             "cost <= 35% of best single": ours["cost_per_query_usd"] <= 0.35 * best["cost_per_query_usd"],
             "avoided share <= 5%": avoided_share <= 0.05,
             "accuracy loss with preference <= 3 points": ours["accuracy"] - avoid["accuracy"] <= 0.03,
+            "above the cascade and the knn router at no more cost": all(
+                ours["accuracy"] > runs[r][1]["accuracy"]
+                and ours["cost_per_query_usd"] <= runs[r][1]["cost_per_query_usd"] for r in ROUTERS),
         },
         "runs": {k: {"accuracy": r["accuracy"], "cost_per_query_usd": r["cost_per_query_usd"],
                      "calls": r.get("calls", {}).get("share", {}), "preference": r.get("preference"),
                      "format_errors": r.get("format_errors", 0)}
                  for k, (_, r) in runs.items()},
     }
+
+
+def paired_against(runs: dict[str, tuple[Path, dict[str, Any]]], label: str,
+                   others: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`label`'s run against each of `others`, item by item (`orchestra compare`): wins, losses, McNemar p and the
+    bootstrap intervals of the differences."""
+    from orchestra.evaluate.paired import compare_runs
+
+    return {other: compare_runs(runs[label][0], runs[other][0], names=(label, other)).as_dict()
+            for other in dict.fromkeys(others) if other in runs}
 
 
 def paper_reward_comparison(runs: dict[str, tuple[Path, dict[str, Any]]], labels: tuple[str, ...],
