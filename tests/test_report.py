@@ -14,8 +14,8 @@ from orchestra.evaluate.report import (
     frontier,
     group_benchmarks,
     load_runs,
-    write_report,
 )
+from orchestra.evaluate.report_files import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 POLICIES = {

@@ -103,7 +103,7 @@ def demo(
     timings["eval_s"] = time.perf_counter() - t
 
     console.rule("[bold]4. Results")
-    from orchestra.evaluate.report import write_report
+    from orchestra.evaluate.report_files import write_report
 
     report = write_report([p for p, _ in runs.values()], out / "report", title="orchestra demo: RouterBench dev part")
     summary = _summarize(runs)

@@ -10,7 +10,7 @@ orchestrator, run_dir, config={"env": suite.identity})` -> the summary written t
 Importing this package imports neither torch nor matplotlib.
 """
 
-from orchestra.evaluate.report import write_report
+from orchestra.evaluate.report_files import write_report
 from orchestra.evaluate.run import config_hash, evaluate, item_id, summarize
 from orchestra.evaluate.spec import Orchestrator, SpecContext, resolve_orchestrator
 from orchestra.evaluate.store import ResultStore

@@ -283,7 +283,7 @@ def report_command(
     out: Annotated[Path, typer.Option(help="Folder for report.md and report.html.")] = Path("report"),
     title: Annotated[str, typer.Option(help="Report title.")] = "orchestra evaluation report",
 ) -> None:
-    from orchestra.evaluate.report import write_report
+    from orchestra.evaluate.report_files import write_report
 
     try:
         paths = write_report(runs, out, title=title)

@@ -1,8 +1,8 @@
 """Reports over evaluation runs: a table per benchmark, the cost-accuracy Pareto plot, tool-call shares, preferences.
 
-`write_report(run_dirs, out)` reads each run's `results.json`, groups runs by benchmark (environment, data, part,
-split seed, prices and preferences), and writes `report.md` (with the plots as PNG files beside it) and a
-self-contained `report.html` (plots embedded as base64 PNG, inline CSS, no scripts, nothing fetched).
+This module reads each run's `results.json`, groups runs by benchmark (environment, data, part, split seed, prices
+and preferences), and renders the Markdown and the plots; `report_html` renders the HTML from the same pieces, and
+`report_files.write_report(run_dirs, out)` writes both.
 
 The Pareto plot puts every policy at (cost per query, accuracy) on a log-scale cost axis, each point labelled; the
 `always:<model>` points are the single models, joined by their frontier (the single models no other single model
@@ -138,27 +138,6 @@ def benchmark_title(results: dict[str, Any]) -> str:
     if prefs.get("instruction"):
         parts.append(f"preference: {prefs['instruction']}")
     return " · ".join(parts)
-
-
-def write_report(paths: Iterable[str | Path], out: str | Path, *, title: str = "orchestra evaluation report"
-                 ) -> list[Path]:
-    """Write report.md (+ its PNGs) and report.html into `out`; returns the two report paths."""
-    from orchestra.evaluate.report_html import render_html
-
-    benchmarks = group_benchmarks(with_preference_scores(load_runs(paths)))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    figures: list[dict[str, bytes]] = []
-    for i, bench in enumerate(benchmarks):
-        pngs = {"pareto": pareto_png(bench), "calls": calls_png(bench)}
-        for name, png in pngs.items():
-            (out / f"{name}-{i + 1}.png").write_bytes(png)
-        figures.append(pngs)
-    md = out / "report.md"
-    md.write_text(render_markdown(benchmarks, title))
-    html = out / "report.html"
-    html.write_text(render_html(benchmarks, figures, title))
-    return [md, html]
 
 
 # ---- tables ----------------------------------------------------------------------------------------------------
