@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -18,6 +19,12 @@ M = TypeVar("M")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML (default: built-in defaults).")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. steps=20.")]
+
+
+def main_process_console() -> Console:
+    """The console of this process: silent in every process but the first of an `accelerate launch` (RANK 0), so a
+    run on N processes prints one progress bar and one result line, not N."""
+    return Console(quiet=os.environ.get("RANK", "0") != "0")
 
 
 def progress_bar(console: Console) -> Progress:
@@ -57,7 +64,7 @@ def sft(config: ConfigOption = None, set_: SetOption = None) -> None:
     from orchestra.train.config import SFTConfig
     from orchestra.train.sft import train_sft
 
-    console = Console()
+    console = main_process_console()
     cfg = _load(console, config, SFTConfig, set_)
     result = with_progress(console, "sft", None, "collecting demonstrations, loading the model",
                            lambda on_step: train_sft(cfg, on_step=on_step))
@@ -71,7 +78,7 @@ def grpo(config: ConfigOption = None, set_: SetOption = None) -> None:
     from orchestra.train.config import GRPOConfig
     from orchestra.train.grpo_trl import train_grpo
 
-    console = Console()
+    console = main_process_console()
     cfg = _load(console, config, GRPOConfig, set_)
     result = with_progress(console, "grpo", cfg.steps, "loading the model",
                            lambda on_step: train_grpo(cfg, on_step=on_step))
