@@ -98,12 +98,20 @@ def paired(a_name: str, b_name: str, solved_a: np.ndarray, solved_b: np.ndarray,
     sa, sb = solved_a.astype(float), solved_b.astype(float)
     wins = int(np.sum(solved_a & ~solved_b))
     losses = int(np.sum(~solved_a & solved_b))
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(RESAMPLES, n))
-    acc = (sa - sb)[picks].mean(axis=1)
-    cost = (cost_a - cost_b)[picks].mean(axis=1)
+    acc, cost = _bootstrap_means(np.stack([sa - sb, cost_a - cost_b]), seed)
     return Paired(a_name, b_name, n, float(sa.mean()), float(sb.mean()), float(cost_a.mean()), float(cost_b.mean()),
                   wins, losses, mcnemar_exact_p(wins, losses), _interval(acc), _interval(cost))
+
+
+def _bootstrap_means(rows: np.ndarray, seed: int) -> np.ndarray:
+    """`RESAMPLES` bootstrap means of each row of `rows` (items resampled together across rows), drawn in chunks of
+    about 2 million indices, so memory stays bounded however many items there are."""
+    rng = np.random.default_rng(seed)
+    n = rows.shape[1]
+    chunk = max(1, 2_000_000 // n)
+    means = [rows[:, rng.integers(0, n, size=(min(chunk, RESAMPLES - done), n))].mean(axis=2)
+             for done in range(0, RESAMPLES, chunk)]
+    return np.concatenate(means, axis=1)
 
 
 def compare_runs(a: Path, b: Path, *, names: tuple[str, str] | None = None) -> Paired:
