@@ -76,6 +76,15 @@ def test_compare_runs_of_the_evaluator_on_the_same_items(data_dir, tmp_path):
     assert table.exit_code == 0 and f"cascade is below always:gpt-4 ({wins} won, {losses} lost of 120)" in \
         table.output.replace("\n", " ")
 
+    # The report puts every policy against the best single model, item by item, in Markdown and HTML.
+    report = invoke("report", runs, "--out", tmp_path / "report")
+    assert report.exit_code == 0, report.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Against always:gpt-4, item by item:" in md
+    assert f"| cascade | {wins} / {losses} | {against_gpt4['mcnemar_p']:.3g} | {against_gpt4['accuracy_diff']:+.3f} [" in md
+    assert "| knn | " in md and "| always:gpt-4 | " not in md.split("item by item:")[1]
+    assert f"<td>{wins} / {losses}</td>" in (tmp_path / "report" / "report.html").read_text()
+
 
 def test_runs_of_different_items_are_refused_naming_the_difference(data_dir, tmp_path):
     for limit, out in ((30, "a"), (40, "b")):

@@ -146,7 +146,8 @@ def _results(run: Path) -> dict[str, Any]:
 
 
 def _env(run: Path) -> dict[str, Any]:
-    env = dict((_results(run).get("config") or {}).get("env") or {})
+    env = (_results(run).get("config") or {}).get("env") or {}
+    env = dict(env) if isinstance(env, dict) else {"env": env}  # a bare name, as hand-written results have
     env.pop("data", None)  # where the data lies on this machine; `data_sha256` says what it is
     return env
 

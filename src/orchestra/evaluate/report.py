@@ -164,6 +164,34 @@ def best_single(bench: Benchmark) -> Run | None:
     return max(singles, key=lambda r: (r.results["accuracy"], -r.results["cost_per_query_usd"])) if singles else None
 
 
+PAIRED_COLUMNS = ("policy", "items won / lost", "McNemar p", "accuracy difference [95% CI]",
+                  "cost difference [95% CI]")
+
+
+def paired_rows(bench: Benchmark) -> list[list[str]]:
+    """Each policy that is not a single model against the best single model, item by item (`orchestra compare`);
+    a run whose items differ from the best single model's (another `--limit`, say) is left out."""
+    from orchestra.evaluate.paired import compare_runs
+
+    best = best_single(bench)
+    if best is None:
+        return []
+    rows = []
+    for run in bench.runs:
+        if run.is_single_model:
+            continue
+        try:
+            c = compare_runs(run.path, best.path, names=(run.policy, best.policy))
+        except ConfigError:
+            continue
+        (a_low, a_high), (c_low, c_high) = c.accuracy_diff_ci, c.cost_diff_ci
+        rel = c.relative_cost
+        rows.append([run.policy, f"{c.wins} / {c.losses}", f"{c.p_value:.3g}",
+                     f"{c.accuracy_diff:+.3f} [{a_low:+.3f}, {a_high:+.3f}]",
+                     f"{rel(c.cost_diff):+.1%} [{rel(c_low):+.1%}, {rel(c_high):+.1%}]"])
+    return rows
+
+
 def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both cost (lower) and accuracy (higher), sorted by cost."""
     best: list[tuple[float, float]] = []
@@ -195,6 +223,9 @@ def render_markdown(benchmarks: Sequence[Benchmark], title: str) -> str:
         if best is not None:
             lines += [f"Best single model: **{best.policy}** (accuracy {best.results['accuracy']:.4f}, "
                       f"${best.results['cost_per_query_usd']:.6f}/query).", ""]
+            paired = paired_rows(bench)
+            if paired:
+                lines += [f"Against {best.policy}, item by item:", "", _md_table(PAIRED_COLUMNS, paired), ""]
         lines += [f"![cost-accuracy Pareto plot](pareto-{i}.png)", "", "Tool-call shares per policy:", "",
                   f"![tool-call shares](calls-{i}.png)", ""]
         prefs = preference_rows(bench)

@@ -10,9 +10,11 @@ from collections.abc import Mapping, Sequence
 
 from orchestra.evaluate.report import (
     COLUMNS,
+    PAIRED_COLUMNS,
     PREFERENCE_COLUMNS,
     Benchmark,
     best_single,
+    paired_rows,
     png_data_uri,
     preference_rows,
     table_rows,
@@ -42,6 +44,10 @@ def render_html(benchmarks: Sequence[Benchmark], figures: Sequence[Mapping[str, 
         if best is not None:
             body.append(f'<p class="note">Best single model: <b>{html.escape(best.policy)}</b> (accuracy '
                         f'{best.results["accuracy"]:.4f}, ${best.results["cost_per_query_usd"]:.6f}/query).</p>')
+            paired = paired_rows(bench)
+            if paired:
+                body.append(f'<p class="note">Against {html.escape(best.policy)}, item by item:</p>')
+                body.append(_table(PAIRED_COLUMNS, paired))
         body.append('<p class="note">Tool-call shares per policy:</p>')
         body.append(f'<img alt="tool-call shares" src="{png_data_uri(pngs["calls"])}">')
         prefs = preference_rows(bench)
