@@ -42,6 +42,10 @@ def test_identical_runs_are_level_and_a_dominating_run_is_significant():
     better = paired("a", "b", np.ones(200, bool), solved, cost / 2, cost)
     assert better.wins == int((~solved).sum()) and better.losses == 0
     assert better.p_value < 1e-20 and better.accuracy_diff_ci[0] > 0 and better.cost_diff_ci[1] < 0
+    # Half the cost on every item: a change of -50% in every resample, however the resample weighs the items.
+    assert better.cost_change == pytest.approx(-0.5) and better.cost_change_ci == pytest.approx((-0.5, -0.5))
+    spread = paired("a", "b", solved, solved, np.zeros(200), cost)  # a pays nothing: -100%, never below
+    assert spread.cost_change == -1.0 and spread.cost_change_ci == (-1.0, -1.0)
     assert "above b" in better.verdict() and "significant (p < 0.05)" in better.verdict()
     with pytest.raises(ConfigError, match="share no items"):
         paired("a", "b", np.array([], bool), np.array([], bool), np.array([]), np.array([]))

@@ -173,13 +173,12 @@ def paired_markdown(paired: dict[str, dict[str, Any]]) -> list[str]:
     if not paired:
         return []
     lines = ["| orchestra against | items won / lost | McNemar p | accuracy difference [95% CI] | "
-             "cost difference [95% CI] |", "|---|---|---|---|---|"]
+             "cost change [95% CI] |", "|---|---|---|---|---|"]
     for other, c in paired.items():
-        (a_low, a_high), (c_low, c_high) = c["accuracy_diff_ci95"], c["cost_diff_ci95_usd"]
-        cost = c["cost_per_query_b_usd"] or 1.0
+        (a_low, a_high), (c_low, c_high) = c["accuracy_diff_ci95"], c["cost_change_ci95"]
         lines.append(f"| {other} | {c['wins']} / {c['losses']} | {c['mcnemar_p']:.3g} | "
                      f"{c['accuracy_diff']:+.3f} [{a_low:+.3f}, {a_high:+.3f}] | "
-                     f"{c['cost_diff_usd'] / cost:+.1%} [{c_low / cost:+.1%}, {c_high / cost:+.1%}] |")
+                     f"{c['cost_change']:+.1%} [{c_low:+.1%}, {c_high:+.1%}] |")
     return [*lines, ""]
 
 

@@ -300,7 +300,7 @@ def compare_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparisons as JSON.")] = False,
 ) -> None:
     """Paired comparison on the same items: wins and losses, the exact McNemar p-value, and 95% bootstrap
-    intervals of the accuracy and cost differences (RUN minus each other run)."""
+    intervals of the accuracy difference and of the relative cost change (RUN against each other run)."""
     import json
 
     from rich.console import Console
@@ -321,14 +321,13 @@ def compare_command(
         return
     table = Table(title=f"{results[0].a} against each run, on the same {results[0].n} items")
     for column in ("against", "accuracy", "difference [95% CI]", "won/lost", "McNemar p", "$/query",
-                   "cost difference [95% CI]"):
+                   "cost change [95% CI]"):
         table.add_column(column)
     for r in results:
         table.add_row(r.b, f"{r.accuracy_a:.3f} vs {r.accuracy_b:.3f}",
                       f"{r.accuracy_diff:+.3f} [{r.accuracy_diff_ci[0]:+.3f}, {r.accuracy_diff_ci[1]:+.3f}]",
                       f"{r.wins}/{r.losses}", f"{r.p_value:.3g}", f"{r.cost_a:.6f} vs {r.cost_b:.6f}",
-                      f"{r.relative_cost(r.cost_diff):+.1%} [{r.relative_cost(r.cost_diff_ci[0]):+.1%}, "
-                      f"{r.relative_cost(r.cost_diff_ci[1]):+.1%}]")
+                      f"{r.cost_change:+.1%} [{r.cost_change_ci[0]:+.1%}, {r.cost_change_ci[1]:+.1%}]")
     console = Console()
     console.print(table)
     for r in results:

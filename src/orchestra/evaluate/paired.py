@@ -6,8 +6,9 @@ apart by a point can be a handful of items either way. `compare_runs` matches th
 - wins, losses and ties: items the first run solved and the second did not, the reverse, and the rest;
 - the exact McNemar test on the discordant items (two-sided binomial at 1/2): the chance of a split at least this
   lopsided if neither policy were better;
-- 95% paired-bootstrap intervals (items resampled with replacement, both runs together) for the accuracy difference
-  and the cost-per-query difference.
+- 95% paired-bootstrap intervals (items resampled with replacement, both runs together) for the accuracy difference,
+  the cost-per-query difference in dollars, and the relative cost change (the first run's cost per query over the
+  second's, minus one, computed in each resample, so it never goes below -100%).
 
 Runs must hold the same items (task ids and trials); otherwise a `ConfigError` says how many differ. Their
 environment configs (`config.env` in results.json) may differ, e.g. in prompt options of orchestrators trained
@@ -47,6 +48,8 @@ class Paired:
     p_value: float
     accuracy_diff_ci: tuple[float, float]
     cost_diff_ci: tuple[float, float]
+    cost_change_ci: tuple[float, float] = (0.0, 0.0)
+    """95% interval of cost_a / cost_b - 1 (0 where `b` costs nothing)."""
     env_differences: tuple[str, ...] = ()
     """Environment config fields whose values differ between the two runs (`field: a vs b`)."""
 
@@ -58,9 +61,10 @@ class Paired:
     def cost_diff(self) -> float:
         return self.cost_a - self.cost_b
 
-    def relative_cost(self, usd: float) -> float:
-        """A cost difference as a fraction of `b`'s cost per query (0 when `b` costs nothing)."""
-        return usd / self.cost_b if self.cost_b else 0.0
+    @property
+    def cost_change(self) -> float:
+        """`a`'s cost per query relative to `b`'s: cost_a / cost_b - 1 (0 when `b` costs nothing)."""
+        return self.cost_a / self.cost_b - 1 if self.cost_b else 0.0
 
     def verdict(self) -> str:
         """One line: above, below or level, at what cost, and whether the split could be chance (p >= 0.05)."""
@@ -75,6 +79,7 @@ class Paired:
                 "accuracy_diff": self.accuracy_diff, "accuracy_diff_ci95": list(self.accuracy_diff_ci),
                 "cost_per_query_a_usd": self.cost_a, "cost_per_query_b_usd": self.cost_b,
                 "cost_diff_usd": self.cost_diff, "cost_diff_ci95_usd": list(self.cost_diff_ci),
+                "cost_change": self.cost_change, "cost_change_ci95": list(self.cost_change_ci),
                 "wins": self.wins, "losses": self.losses, "ties": self.n - self.wins - self.losses,
                 "mcnemar_p": self.p_value, "env_differences": list(self.env_differences), "verdict": self.verdict()}
 
@@ -98,9 +103,10 @@ def paired(a_name: str, b_name: str, solved_a: np.ndarray, solved_b: np.ndarray,
     sa, sb = solved_a.astype(float), solved_b.astype(float)
     wins = int(np.sum(solved_a & ~solved_b))
     losses = int(np.sum(~solved_a & solved_b))
-    acc, cost = _bootstrap_means(np.stack([sa - sb, cost_a - cost_b]), seed)
+    acc, cost, spent_a, spent_b = _bootstrap_means(np.stack([sa - sb, cost_a - cost_b, cost_a, cost_b]), seed)
+    change = np.divide(spent_a, spent_b, out=np.ones_like(spent_a), where=spent_b > 0) - 1
     return Paired(a_name, b_name, n, float(sa.mean()), float(sb.mean()), float(cost_a.mean()), float(cost_b.mean()),
-                  wins, losses, mcnemar_exact_p(wins, losses), _interval(acc), _interval(cost))
+                  wins, losses, mcnemar_exact_p(wins, losses), _interval(acc), _interval(cost), _interval(change))
 
 
 def _bootstrap_means(rows: np.ndarray, seed: int) -> np.ndarray:

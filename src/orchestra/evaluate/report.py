@@ -165,7 +165,7 @@ def best_single(bench: Benchmark) -> Run | None:
 
 
 PAIRED_COLUMNS = ("policy", "items won / lost", "McNemar p", "accuracy difference [95% CI]",
-                  "cost difference [95% CI]")
+                  "cost change [95% CI]")
 
 
 def paired_rows(bench: Benchmark) -> list[list[str]]:
@@ -184,11 +184,10 @@ def paired_rows(bench: Benchmark) -> list[list[str]]:
             c = compare_runs(run.path, best.path, names=(run.policy, best.policy))
         except ConfigError:
             continue
-        (a_low, a_high), (c_low, c_high) = c.accuracy_diff_ci, c.cost_diff_ci
-        rel = c.relative_cost
+        (a_low, a_high), (c_low, c_high) = c.accuracy_diff_ci, c.cost_change_ci
         rows.append([run.policy, f"{c.wins} / {c.losses}", f"{c.p_value:.3g}",
                      f"{c.accuracy_diff:+.3f} [{a_low:+.3f}, {a_high:+.3f}]",
-                     f"{rel(c.cost_diff):+.1%} [{rel(c_low):+.1%}, {rel(c_high):+.1%}]"])
+                     f"{c.cost_change:+.1%} [{c_low:+.1%}, {c_high:+.1%}]"])
     return rows
 
 
