@@ -31,9 +31,9 @@ def call(
         raise typer.BadParameter(f"not JSON ({exc.msg} at character {exc.pos}): give a JSON object, e.g. "
                                  "'{\"expression\": \"2 + 2\"}'", param_hint="ARGUMENTS") from None
     built = build_pool(load_pool_config(pool))
-    call = ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
-                    error=None if isinstance(parsed, dict) else "arguments must be a JSON object")
-    observation = asyncio.run(_call_once(built, call))
+    request = ToolCall("cli", name, parsed if isinstance(parsed, dict) else {},
+                       error=None if isinstance(parsed, dict) else "arguments must be a JSON object")
+    observation = asyncio.run(_call_once(built, request))
     if observation.status == "tool_error" and observation.content.startswith("error: ConfigError: "):
         # The tool is set up wrong (e.g. its API key is not set): one line, like every user error.
         raise ConfigError(observation.content.removeprefix("error: ConfigError: "))
@@ -42,9 +42,10 @@ def call(
         raise typer.Exit(1)
 
 
-async def _call_once(built: Pool, call: ToolCall) -> Observation:
+async def _call_once(built: Pool, request: ToolCall) -> Observation:
+    """The one call, then the pool closed (its HTTP connections, its MCP servers)."""
     try:
-        return await Toolbox.of(built.tools).call(call)
+        return await Toolbox.of(built.tools).call(request)
     finally:
         await built.aclose()
 
