@@ -1,8 +1,9 @@
 """Reports over evaluation runs: a table per benchmark, the cost-accuracy Pareto plot, tool-call shares, preferences.
 
 This module reads each run's `results.json`, groups runs by benchmark (environment, data, part, split seed, prices
-and preferences), and renders the Markdown and the plots; `report_html` renders the HTML from the same pieces, and
-`report_files.write_report(run_dirs, out)` writes both.
+and preferences), and renders the Markdown and the plots, with each policy against the best single model item by
+item (`paired`); `report_html` renders the HTML from the same pieces, and `report_files.write_report(run_dirs, out)`
+writes both.
 
 The Pareto plot puts every policy at (cost per query, accuracy) on a log-scale cost axis, each point labelled; the
 `always:<model>` points are the single models, joined by their frontier (the single models no other single model
