@@ -170,15 +170,13 @@ def results_markdown(summary: dict[str, Any]) -> str:
 
 def paired_markdown(paired: dict[str, dict[str, Any]]) -> list[str]:
     """The item-by-item table of a summary's `paired` comparisons, then a blank line (nothing when there are none)."""
+    from orchestra.evaluate.paired import table_cells
+
     if not paired:
         return []
     lines = ["| orchestra against | items won / lost | McNemar p | accuracy difference [95% CI] | "
              "cost change [95% CI] |", "|---|---|---|---|---|"]
-    for other, c in paired.items():
-        (a_low, a_high), (c_low, c_high) = c["accuracy_diff_ci95"], c["cost_change_ci95"]
-        lines.append(f"| {other} | {c['wins']} / {c['losses']} | {c['mcnemar_p']:.3g} | "
-                     f"{c['accuracy_diff']:+.3f} [{a_low:+.3f}, {a_high:+.3f}] | "
-                     f"{c['cost_change']:+.1%} [{c_low:+.1%}, {c_high:+.1%}] |")
+    lines += [f"| {other} | " + " | ".join(table_cells(c)) + " |" for other, c in paired.items()]
     return [*lines, ""]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,15 @@ class Paired:
                 "cost_change": self.cost_change, "cost_change_ci95": list(self.cost_change_ci),
                 "wins": self.wins, "losses": self.losses, "ties": self.n - self.wins - self.losses,
                 "mcnemar_p": self.p_value, "env_differences": list(self.env_differences), "verdict": self.verdict()}
+
+
+def table_cells(c: Mapping[str, Any]) -> list[str]:
+    """A comparison (`Paired.as_dict()`, as summaries store it) as table cells: won / lost, McNemar p, the accuracy
+    difference and the cost change with their 95% intervals."""
+    (a_low, a_high), (c_low, c_high) = c["accuracy_diff_ci95"], c["cost_change_ci95"]
+    return [f"{c['wins']} / {c['losses']}", f"{c['mcnemar_p']:.3g}",
+            f"{c['accuracy_diff']:+.3f} [{a_low:+.3f}, {a_high:+.3f}]",
+            f"{c['cost_change']:+.1%} [{c_low:+.1%}, {c_high:+.1%}]"]
 
 
 def mcnemar_exact_p(wins: int, losses: int) -> float:

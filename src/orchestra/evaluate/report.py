@@ -172,7 +172,7 @@ PAIRED_COLUMNS = ("policy", "items won / lost", "McNemar p", "accuracy differenc
 def paired_rows(bench: Benchmark) -> list[list[str]]:
     """Each policy that is not a single model against the best single model, item by item (`orchestra compare`);
     a run whose items differ from the best single model's (another `--limit`, say) is left out."""
-    from orchestra.evaluate.paired import compare_runs
+    from orchestra.evaluate.paired import compare_runs, table_cells
 
     best = best_single(bench)
     if best is None:
@@ -185,10 +185,7 @@ def paired_rows(bench: Benchmark) -> list[list[str]]:
             c = compare_runs(run.path, best.path, names=(run.policy, best.policy))
         except ConfigError:
             continue
-        (a_low, a_high), (c_low, c_high) = c.accuracy_diff_ci, c.cost_change_ci
-        rows.append([run.policy, f"{c.wins} / {c.losses}", f"{c.p_value:.3g}",
-                     f"{c.accuracy_diff:+.3f} [{a_low:+.3f}, {a_high:+.3f}]",
-                     f"{c.cost_change:+.1%} [{c_low:+.1%}, {c_high:+.1%}]"])
+        rows.append([run.policy, *table_cells(c.as_dict())])
     return rows
 
 
