@@ -182,7 +182,7 @@ def test_train_models_naming_an_unknown_model_fails_at_load_with_the_field(data_
     assert {m for e in suite.examples(0, 10) for m in e.task.metadata["offered"]} == {"gpt-4", "yi-34b"}
 
 
-def test_the_teachers_budget_is_in_dollars_so_a_cheaper_gpt4_is_used_more_and_a_dearer_model_less(data_dir):
+def test_a_repriced_teacher_keeps_its_trade_off_so_a_cheaper_gpt4_is_used_more_and_a_dearer_model_less(data_dir):
     from orchestra.envs.routerbench.demonstrations import fit_consult_policy
     from orchestra.envs.routerbench.env import load_rows
 
@@ -193,9 +193,36 @@ def test_the_teachers_budget_is_in_dollars_so_a_cheaper_gpt4_is_used_more_and_a_
         return sum(model in (r.direct, r.escalate, *(r.pair or ())) for r in policy.routes.values())
 
     cheap_gpt4 = fit_consult_policy(rows, price_factors={"gpt-4": 0.2})
-    assert {r.direct for r in cheap_gpt4.routes.values()} == {"gpt-4"}  # at a fifth of its price it fits the budget
+    assert {r.direct for r in cheap_gpt4.routes.values()} == {"gpt-4"}  # at a fifth of its price it is worth asking
     assert uses(recorded, "mixtral") > 0 and uses(fit_consult_policy(rows, price_factors={"mixtral": 10.0}),
                                                   "mixtral") == 0
+
+
+def test_a_price_change_moves_only_the_routes_it_concerns(data_dir):
+    """Each type's route trades accuracy for dollars at the rate fit at the recorded prices, so one model's price
+    change can only move a route toward it (cheaper: the new route asks it) or away from it (dearer: the old route
+    asked it). A dollar budget refit at the new prices fails this: claude-2 at a tenth of its price turned the arc
+    route into yi-34b alone."""
+    from orchestra.envs.routerbench.demonstrations import fit_consult_policy
+    from orchestra.envs.routerbench.env import load_rows
+
+    rows = load_rows(data_dir / "routerbench")
+    recorded = fit_consult_policy(rows).routes
+
+    def used(route):
+        return {route.direct, route.escalate, *(route.pair or ())} - {None}
+
+    moved = 0
+    for model in sorted({m for r in rows for m in r.records}):
+        for factor in (0.1, 0.3, 3.0, 5.0, 10.0):
+            repriced = fit_consult_policy(rows, price_factors={model: factor}).routes
+            for task_type, route in recorded.items():
+                if repriced[task_type] == route:
+                    continue
+                moved += 1
+                asks = used(repriced[task_type]) if factor < 1 else used(route)
+                assert model in asks, (model, factor, task_type, route, repriced[task_type])
+    assert moved >= 10  # the prices did move routes: the check above was not vacuous
 
 
 def test_varied_offers_draw_subsets_and_prices_keep_the_demo_preferences_and_leave_a_usable_model(env):

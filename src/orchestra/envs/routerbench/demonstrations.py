@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -50,44 +51,92 @@ def fit_consult_policy(
     max_cost_share: float = 0.3, max_pair_price_usd: float = 0.001,
     price_factors: Mapping[str, float] | None = None,
 ) -> ConsultPolicy:
-    """The best-accuracy routes (one per task type) whose total cost is at most `max_cost_share` of always asking
-    `escalate` (or, when it is not allowed, the most accurate allowed model) at its recorded price: the budget is in
-    dollars, so repricing (`price_factors`) changes what it buys, not the budget (a cheaper escalation model is used
-    more, not less). Solved as a Lagrangian sweep: for each
-    price of accuracy λ, every task type takes the route maximizing accuracy - λ·cost; the best sweep point within
-    the budget wins (ties go to the cheaper). `price_factors` reprice models (recorded cost x factor).
+    """The best-accuracy routes (one per task type) whose total cost at the recorded prices is at most
+    `max_cost_share` of always asking `escalate` (or, when it is not allowed, the most accurate allowed model);
+    then, with `price_factors` (recorded cost x factor), the routes that trade accuracy for dollars at that same
+    rate under the new prices.
+
+    Solved as a Lagrangian sweep: for each price of accuracy λ, every task type takes the route maximizing
+    accuracy - λ·cost; the best sweep point within the budget wins (ties go to the cheaper). The routes it picks
+    are every type's best for a whole interval of λ; the middle of that interval (`_price_of_accuracy`) is the
+    user's trade-off, and a repricing keeps it: only the prices move. So a model made dearer is asked less and one
+    made cheaper more, each price on its own (gpt-4 at a fifth of its price is answered with outright; a dearer
+    mixtral is replaced). Refitting the dollar budget at the new prices instead swaps routes in ways no price
+    change calls for (a dearer yi-34b answering alone where it was consulted beside mixtral), which a student then
+    has to learn as noise.
 
     Routes are scored on arrays of the recorded outcomes (`Outcomes`, built once per row list and reused), so a fit
     takes milliseconds: training refits the policy for every set of offered models, prices and preference family."""
     models, tables = _tables(rows)
-    factors = np.array([float((price_factors or {}).get(m, 1.0)) for m in models])
     allowed_set = set(allowed) if allowed is not None else set(models)
-    scored: dict[str, list[tuple[float, float, Route]]] = {}
-    sizes: dict[str, int] = {}
-    top_cost = 0.0
-    for task_type, outcomes in tables.items():
-        group = _Scorer(outcomes, outcomes.cost_usd * factors)
-        sizes[task_type] = len(outcomes.correct)
-        top = escalate if escalate in allowed_set else max(
-            sorted(allowed_set), key=lambda m: group.score(Route(direct=m))[0])
-        top_cost += _Scorer(outcomes, outcomes.cost_usd).mean_cost(top) * sizes[task_type]
-        cheap = [m for m in models if m in allowed_set and m != top and group.mean_cost(m) <= max_pair_price_usd]
-        options = [Route(direct=m) for m in sorted(allowed_set) if m in models]
-        if (outcomes.letter[:20] > 0).any():
-            options += [Route(pair=(a, b), escalate=top) for a, b in itertools.permutations(cheap, 2)]
-        scored[task_type] = [(*group.score(o), o) for o in options]
+    sizes = {t: len(o.correct) for t, o in tables.items()}
+    recorded = _scored_options(tables, models, allowed_set, escalate, max_pair_price_usd, {})
+    top_cost = sum(cost * sizes[t] for t, cost in recorded.top_cost.items())
     budget = max_cost_share * top_cost
     best: tuple[float, float, dict[str, Route]] | None = None
     for lam in [0.0] + [10 ** (k / 8) for k in range(-8, 40)]:
-        routes = {t: max(opts, key=lambda x: (x[0] - lam * x[1], -x[1]))[2] for t, opts in scored.items()}
-        correct = sum(_pick(scored[t], routes[t])[0] * sizes[t] for t in scored)
-        cost = sum(_pick(scored[t], routes[t])[1] * sizes[t] for t in scored)
+        routes = {t: _best(opts, lam) for t, opts in recorded.options.items()}
+        correct = sum(_pick(recorded.options[t], routes[t])[0] * sizes[t] for t in routes)
+        cost = sum(_pick(recorded.options[t], routes[t])[1] * sizes[t] for t in routes)
         if cost <= budget and (best is None or (correct, -cost) > (best[0], -best[1])):
             best = (correct, cost, routes)
+    repriced = recorded if not price_factors else _scored_options(
+        tables, models, allowed_set, escalate, max_pair_price_usd, price_factors)
     if best is None:
-        cheapest = {t: min(opts, key=lambda x: x[1])[2] for t, opts in scored.items()}
-        return ConsultPolicy(cheapest)
-    return ConsultPolicy(best[2])
+        return ConsultPolicy({t: min(opts, key=lambda x: x[1])[2] for t, opts in repriced.options.items()})
+    if repriced is recorded:
+        return ConsultPolicy(best[2])
+    lam = _price_of_accuracy(recorded.options, best[2])
+    return ConsultPolicy({t: _best(opts, lam) for t, opts in repriced.options.items()})
+
+
+@dataclass(frozen=True)
+class _Options:
+    options: dict[str, list[tuple[float, float, Route]]]
+    """Per task type: (accuracy, mean cost, route) of every route considered."""
+    top_cost: dict[str, float]
+    """Per task type: the mean recorded cost of the escalation model answering alone."""
+
+
+def _scored_options(tables: Mapping[str, Outcomes], models: Sequence[str], allowed: set[str], escalate: str,
+                    max_pair_price_usd: float, price_factors: Mapping[str, float]) -> _Options:
+    """Every route of every task type, scored at the recorded costs x `price_factors`: each allowed model alone, and
+    (for letter-answer types) each ordered pair of cheap allowed models escalating to the top model."""
+    factors = np.array([float(price_factors.get(m, 1.0)) for m in models])
+    options, top_cost = {}, {}
+    for task_type, outcomes in tables.items():
+        group = _Scorer(outcomes, outcomes.cost_usd * factors)
+        top = escalate if escalate in allowed else max(
+            sorted(allowed), key=lambda m: group.score(Route(direct=m))[0])
+        top_cost[task_type] = _Scorer(outcomes, outcomes.cost_usd).mean_cost(top)
+        cheap = [m for m in models if m in allowed and m != top and group.mean_cost(m) <= max_pair_price_usd]
+        routes = [Route(direct=m) for m in sorted(allowed) if m in models]
+        if (outcomes.letter[:20] > 0).any():
+            routes += [Route(pair=(a, b), escalate=top) for a, b in itertools.permutations(cheap, 2)]
+        options[task_type] = [(*group.score(r), r) for r in routes]
+    return _Options(options, top_cost)
+
+
+def _best(options: list[tuple[float, float, Route]], lam: float) -> Route:
+    return max(options, key=lambda x: (x[0] - lam * x[1], -x[1]))[2]
+
+
+def _price_of_accuracy(options: Mapping[str, list[tuple[float, float, Route]]], routes: Mapping[str, Route]) -> float:
+    """The middle (geometric; one end doubled or halved when the other is open) of the interval of λ for which
+    every type's route in `routes` maximizes accuracy - λ·cost among its options."""
+    low, high = 0.0, math.inf
+    for task_type, route in routes.items():
+        accuracy, cost = _pick(options[task_type], route)
+        for other_accuracy, other_cost, _ in options[task_type]:
+            if other_cost > cost and other_accuracy > accuracy:  # dearer and better: λ must make it not worth it
+                low = max(low, (other_accuracy - accuracy) / (other_cost - cost))
+            elif other_cost < cost and other_accuracy < accuracy:  # cheaper and worse: λ must not favour it
+                high = min(high, (accuracy - other_accuracy) / (cost - other_cost))
+    if high == math.inf:
+        return 2 * low
+    if low == 0.0:
+        return high / 2
+    return math.sqrt(low * high)
 
 
 _TABLES: dict[int, tuple[Sequence[Row], tuple[str, ...], dict[str, Outcomes]]] = {}
