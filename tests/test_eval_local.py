@@ -60,3 +60,46 @@ def test_tau_solo_evaluation_with_a_local_model_and_two_trials(tiny_dir, tmp_pat
     assert results["config"]["env"]["env"] == "tau" and results["config"]["env"]["mode"] == "solo"
     items = read_items(tmp_path / "prompted_local" / "items.jsonl")
     assert sorted(i["id"] for i in items) == sorted(f"{t}#{k}" for t in {i["task_id"] for i in items} for k in (0, 1))
+
+
+def test_a_run_moved_with_its_checkpoint_and_data_resumes_without_running_its_items_again(tiny_dir, tmp_path):
+    """A copied run folder, checkpoint and data (new paths, same contents) is the same run: its items are kept under
+    the new config hash. Different weights at the new path are another run, refused."""
+    import shutil
+
+    from test_eval_baselines import ROWS, write_csv
+
+    def copy_checkpoint(to):
+        shutil.copytree(tiny_dir, to)
+        (to / "orchestra.json").write_text(json.dumps({"prompt": "routerbench/compact", "model": "tiny-orch"}))
+        return to
+
+    def run(data, checkpoint, out, limit):
+        result = CliRunner().invoke(app, [
+            "eval", "routerbench", "--data", str(data), "-o", str(checkpoint), "--limit", str(limit),
+            "--max-tokens", "8", "--out", str(out), "--no-progress"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return out / "orchestrator"
+
+    (tmp_path / "a").mkdir()
+    first = run(write_csv(tmp_path / "a" / "toy.csv", ROWS), copy_checkpoint(tmp_path / "a" / "orchestrator"),
+                tmp_path / "a" / "runs", 2)
+    before = read_items(first / "items.jsonl")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    moved = run(tmp_path / "b" / "toy.csv", tmp_path / "b" / "orchestrator", tmp_path / "b" / "runs", 4)
+    after = read_items(moved / "items.jsonl")
+    old_config = json.loads((first / "config.json").read_text())
+    new_config = json.loads((moved / "config.json").read_text())
+    assert old_config["config_hash"] != new_config["config_hash"]  # the paths did change the hash
+    assert new_config["config"]["orchestrator"]["spec"] == str(tmp_path / "b" / "orchestrator")
+    assert len(after) == 4 and {r["config_hash"] for r in after} == {new_config["config_hash"]}
+    kept = {r["id"]: r["trajectory"] for r in after}
+    assert all(kept[r["id"]] == r["trajectory"] for r in before)  # not run again: wall-clock latencies are the same
+
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    (tmp_path / "c" / "orchestrator" / "orchestra.json").write_text(json.dumps(
+        {"prompt": "routerbench/compact", "model": "tiny-orch", "trained_by": "another run"}))
+    refused = CliRunner().invoke(app, [
+        "eval", "routerbench", "--data", str(tmp_path / "c" / "toy.csv"), "-o", str(tmp_path / "c" / "orchestrator"),
+        "--limit", "4", "--max-tokens", "8", "--out", str(tmp_path / "c" / "runs"), "--no-progress"])
+    assert refused.exit_code == 2 and "orchestrator.folder_sha256" in refused.output

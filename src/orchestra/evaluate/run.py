@@ -16,7 +16,8 @@ Invariants
   digests), prices and spec; the runner itself adds what it runs with: the orchestrator (spec, resolved details,
   a checkpoint's folder digest) and the episode settings (limits, sampling, preferences, pool tool schemas, prompt
   builder and observation renderer), so no caller can leave them out. A resume whose config differs is refused,
-  naming the inputs that changed.
+  naming the inputs that changed, unless only file locations changed whose contents did not (`moved_only`: a
+  checkpoint folder or data copied elsewhere); its items are then kept under the new hash.
 """
 
 from __future__ import annotations
@@ -44,6 +45,29 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """A short, stable hash of a JSON-able config (key order does not matter)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def moved_only(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether two run configs differ only in the locations of files whose contents they record unchanged: the
+    checkpoint folder (`orchestrator.spec` beside `orchestrator.folder_sha256`, and the caller's `spec` naming it),
+    the environment's data (`env.data` beside `env.data_sha256`), the pool file (`pool.path` beside `pool.sha256`)
+    and a prices file (`prices.overrides` beside `prices.overrides_sha256`)."""
+    return _without_locations(old) == _without_locations(new)
+
+
+def _without_locations(config: Mapping[str, Any]) -> Any:
+    out = json.loads(json.dumps(config, default=str))
+    orchestrator = out.get("orchestrator")
+    if isinstance(orchestrator, dict) and orchestrator.get("folder_sha256"):
+        if out.get("spec") == orchestrator.get("spec"):
+            out.pop("spec", None)
+        orchestrator.pop("spec", None)
+    for key, path, digest in (("env", "data", "data_sha256"), ("pool", "path", "sha256"),
+                              ("prices", "overrides", "overrides_sha256")):
+        part = out.get(key)
+        if isinstance(part, dict) and part.get(digest):
+            part.pop(path, None)
+    return out
 
 
 def settings_fingerprint(settings: EpisodeSettings) -> dict[str, Any]:
@@ -96,7 +120,7 @@ async def evaluate(
     if len(set(wanted)) != len(wanted):
         raise ValueError("task ids must be unique")
     with ResultStore(run_dir) as store:
-        done = store.open(config, digest, force=force)
+        done = store.open(config, digest, force=force, same_run=moved_only)
         if on_start is not None:
             on_start([done[i] for i in wanted if i in done])
         base_seed = settings.sampling.seed or 0

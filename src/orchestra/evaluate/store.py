@@ -7,7 +7,9 @@ Invariants (RELIABILITY R1-R4)
   a new line is never glued to half of an old one; a broken line anywhere else is an error naming it.
 - Every line carries the run's config hash. Opening a store whose items were made under another hash is refused
   (`ConfigError`) unless `force=True`, which moves the old items aside (`items.<hash>.jsonl.bak`) and starts afresh:
-  one store never mixes settings (R4).
+  one store never mixes settings (R4). A run that was moved is not another run: when the caller's `same_run` says
+  the stored config and the new one differ only where files were moved (their content digests unchanged), the
+  items are re-stamped with the new hash (written to a temporary file, fsynced, renamed over the old) and kept.
 - Ids are unique: an id already in the store is never appended again, and a reader keeps the first line of an id.
 - `results.json` and `config.json` are written to a temporary file, fsynced, then renamed over the old file, so a
   crash leaves either the old or the new file, never a torn one (R2).
@@ -20,7 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,22 @@ class ResultStore:
         self._ids: set[str] = set()
         self._config_hash: str | None = None
 
-    def open(self, config: Mapping[str, Any], config_hash: str, *, force: bool = False) -> dict[str, dict[str, Any]]:
-        """Lock the directory, check the config, repair a truncated tail; return the records already done, by id."""
+    def open(self, config: Mapping[str, Any], config_hash: str, *, force: bool = False,
+             same_run: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] | None = None,
+             ) -> dict[str, dict[str, Any]]:
+        """Lock the directory, check the config, repair a truncated tail; return the records already done, by id.
+
+        `same_run(stored config, config)`: whether items stored under another hash are this run's all the same (a
+        checkpoint or data folder moved, its digest unchanged); they are then re-stamped and kept."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         records = read_items(self.items_path, repair=True)
         stale = sorted({r.get("config_hash") for r in records} - {config_hash}, key=str)
+        if stale and not force and same_run is not None and stale == [self._stored_hash()] and same_run(
+                self._stored_config(), json.loads(json.dumps(config, default=str))):
+            records = [{**r, "config_hash": config_hash} for r in records]
+            _atomic_write_lines(self.items_path, records)
+            stale = []
         if stale:
             if not force:
                 self.close()
@@ -66,6 +78,12 @@ class ResultStore:
         done = {r["id"]: r for r in records}
         self._ids = set(done)
         return done
+
+    def _stored_hash(self) -> str | None:
+        try:
+            return json.loads(self.config_path.read_text()).get("config_hash")
+        except (OSError, ValueError):
+            return None
 
     def _stored_config(self) -> Mapping[str, Any]:
         try:
@@ -171,10 +189,18 @@ def _lines(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write `payload` as JSON to `path` through a temporary file and a rename (old or new file, never torn)."""
+    _atomic_write(path, json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _atomic_write_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """`records` as the JSON lines of `path`, replacing it whole (old or new file, never torn)."""
+    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+
+
+def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with tmp.open("w") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
