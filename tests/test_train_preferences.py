@@ -225,6 +225,24 @@ def test_a_price_change_moves_only_the_routes_it_concerns(data_dir):
     assert moved >= 10  # the prices did move routes: the check above was not vacuous
 
 
+def test_avoiding_a_provider_is_pricing_it_out_at_the_same_trade_off(data_dir):
+    """Ruling a provider's models out and making them a thousand times dearer give the teacher the same routes: the
+    rate λ is the recorded-price fit's either way, so an avoid changes the options, not the trade-off."""
+    from orchestra.envs.routerbench.demonstrations import fit_consult_policy
+    from orchestra.envs.routerbench.env import PROVIDERS, load_rows
+
+    rows = load_rows(data_dir / "routerbench")
+    models = sorted({m for r in rows for m in r.records})
+    recorded = fit_consult_policy(rows).routes
+    changed = 0
+    for provider in ("anthropic", "openai", "mistral", "meta"):
+        gone = [m for m in models if PROVIDERS.get(m) == provider]
+        avoided = fit_consult_policy(rows, allowed=[m for m in models if m not in gone]).routes
+        assert avoided == fit_consult_policy(rows, price_factors=dict.fromkeys(gone, 1000.0)).routes, provider
+        changed += avoided != recorded
+    assert changed >= 2  # avoiding gpt and mistral/mixtral moves routes: the comparison was not of equal policies
+
+
 def test_varied_offers_draw_subsets_and_prices_keep_the_demo_preferences_and_leave_a_usable_model(env):
     mix = PreferenceMix(vary_models=True, min_models=2, multiplier_range=(0.1, 10.0))
     examples = sample_examples(env, mix, seed=5, limit=150)

@@ -51,28 +51,26 @@ def fit_consult_policy(
     max_cost_share: float = 0.3, max_pair_price_usd: float = 0.001,
     price_factors: Mapping[str, float] | None = None,
 ) -> ConsultPolicy:
-    """The best-accuracy routes (one per task type) whose total cost at the recorded prices is at most
-    `max_cost_share` of always asking `escalate` (or, when it is not allowed, the most accurate allowed model);
-    then, with `price_factors` (recorded cost x factor), the routes that trade accuracy for dollars at that same
-    rate under the new prices.
+    """Per task type, the route that trades accuracy for dollars at the teacher's rate λ, among the routes the
+    `allowed` models make at the prices `price_factors` set (recorded cost x factor).
 
-    Solved as a Lagrangian sweep: for each price of accuracy λ, every task type takes the route maximizing
-    accuracy - λ·cost; the best sweep point within the budget wins (ties go to the cheaper). The routes it picks
-    are every type's best for a whole interval of λ; the middle of that interval (`_price_of_accuracy`) is the
-    user's trade-off, and a repricing keeps it: only the prices move. So a model made dearer is asked less and one
-    made cheaper more, each price on its own (gpt-4 at a fifth of its price is answered with outright; a dearer
-    mixtral is replaced). Refitting the dollar budget at the new prices instead swaps routes in ways no price
-    change calls for (a dearer yi-34b answering alone where it was consulted beside mixtral), which a student then
-    has to learn as noise.
+    λ is fit once per budget: with every model at its recorded price, the best-accuracy routes whose total cost is
+    at most `max_cost_share` of always asking `escalate` (a Lagrangian sweep: for each λ every type takes the route
+    maximizing accuracy - λ·cost; the best sweep point within the budget wins, ties to the cheaper). Those routes
+    are every type's best over a whole interval of λ, and the middle of it (`_price_of_accuracy`) is the rate. An
+    example that rules models out (an avoid preference, a smaller offer) or reprices them keeps the rate: only its
+    options and their costs change. So a price change moves a route only toward the repriced model (cheaper) or
+    away from it (dearer), and avoiding a provider takes the next-best route at the same rate. Refitting the dollar
+    budget per example instead made changes no price or preference calls for (a dearer yi-34b answered alone where
+    it had been consulted beside mixtral; with gpt models avoided, a budget of 0.3 x claude-2's cost), which a
+    student then has to learn as noise.
 
     Routes are scored on arrays of the recorded outcomes (`Outcomes`, built once per row list and reused), so a fit
     takes milliseconds: training refits the policy for every set of offered models, prices and preference family."""
     models, tables = _tables(rows)
-    allowed_set = set(allowed) if allowed is not None else set(models)
+    recorded = _scored_options(tables, models, set(models), escalate, max_pair_price_usd, {})
     sizes = {t: len(o.correct) for t, o in tables.items()}
-    recorded = _scored_options(tables, models, allowed_set, escalate, max_pair_price_usd, {})
-    top_cost = sum(cost * sizes[t] for t, cost in recorded.top_cost.items())
-    budget = max_cost_share * top_cost
+    budget = max_cost_share * sum(cost * sizes[t] for t, cost in recorded.top_cost.items())
     best: tuple[float, float, dict[str, Route]] | None = None
     for lam in [0.0] + [10 ** (k / 8) for k in range(-8, 40)]:
         routes = {t: _best(opts, lam) for t, opts in recorded.options.items()}
@@ -80,14 +78,12 @@ def fit_consult_policy(
         cost = sum(_pick(recorded.options[t], routes[t])[1] * sizes[t] for t in routes)
         if cost <= budget and (best is None or (correct, -cost) > (best[0], -best[1])):
             best = (correct, cost, routes)
-    repriced = recorded if not price_factors else _scored_options(
-        tables, models, allowed_set, escalate, max_pair_price_usd, price_factors)
+    allowed_set = set(allowed) if allowed is not None else set(models)
+    options = _scored_options(tables, models, allowed_set, escalate, max_pair_price_usd, price_factors or {})
     if best is None:
-        return ConsultPolicy({t: min(opts, key=lambda x: x[1])[2] for t, opts in repriced.options.items()})
-    if repriced is recorded:
-        return ConsultPolicy(best[2])
+        return ConsultPolicy({t: min(opts, key=lambda x: x[1])[2] for t, opts in options.options.items()})
     lam = _price_of_accuracy(recorded.options, best[2])
-    return ConsultPolicy({t: _best(opts, lam) for t, opts in repriced.options.items()})
+    return ConsultPolicy({t: _best(opts, lam) for t, opts in options.options.items()})
 
 
 @dataclass(frozen=True)
