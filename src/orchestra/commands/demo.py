@@ -34,11 +34,8 @@ BASELINES = ("cheapest", "random", "knn", "cascade", "oracle")
 AVOID_PRESET = "avoid-claude"
 """The environment's preference preset the demo evaluates preference following with."""
 TRAINING = {"decision_temper": 0.5}
-"""Training settings of the demo's environment: each first decision (the first turn's calls) demonstrated in
-proportion to the square root of its count, so the routes an avoid instruction calls for (yi-34b alone under "avoid
-gpt", Winogrande to gpt-4 under "avoid mistral/mixtral") are shown often enough to learn. Measured on the demo's
-settings (docs/demo.md): the same calls without an instruction; avoiding gpt costs 1.4 points instead of 9.9,
-avoiding mistral/mixtral gains 0.9 instead of losing 6.8."""
+"""The demo's training settings: each first decision demonstrated in proportion to the square root of its count, so
+the routes avoid instructions call for are shown often enough to learn (docs/demo.md measures it)."""
 
 
 @dataclass(frozen=True)
