@@ -15,6 +15,10 @@
    every example offering a random subset of the other 8 at random prices (`vary_models`), each model listed with
    its price and its training-part accuracy on the task's type (`describe_models: accuracy`); evaluated in both
    tables with all 11 offered.
+   Then models introduced in the request (`NEW`): `UNSEEN` never offered, and in half the training examples 1-3 of
+   the offered models left out of the price list and introduced as new under made-up names, beside the listed model
+   closest to each in accuracy ("New models: venqui-13b like mixtral (84% vs 85%), 0.6x its price."); evaluated at
+   recorded prices with the `UNSEEN` models introduced so, under their own names.
 3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
    four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
    provider, and the accuracy lost against no instruction.
@@ -69,6 +73,10 @@ demonstrations contrast one price at a time; the change said in the request ("Pr
 which a student reads where it does not read the price list; decisions tempered (count^0.5) so that the ones a price
 change calls for (answer gpt-4 outright) are not drowned by the usual ones. The evaluated repricings are single
 changes of this kind, at factors no example drew exactly."""
+NEW = {"preferences": {"new_model_share": 0.5}, "decision_temper": 0.5}
+"""The introduced-models orchestrator's environment settings (beside `train_models` without `UNSEEN`): a model it
+calls by a name it has never seen is one its training taught it to call by introduction, the made-up names changing
+from example to example; decisions tempered as the demo's, so "consult the new model" is not drowned."""
 PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-priced",
                   "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
@@ -77,7 +85,9 @@ LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded p
           "orchestra-priced": "orchestra (SFT, one price changed at a time, the change said in the request)",
           "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)",
           "orchestra-described": "orchestra (SFT, those 3 never offered, random offers and prices, models described "
-                                 "by accuracy)"}
+                                 "by accuracy)",
+          "orchestra-new": "orchestra (SFT, those 3 never offered, offered models introduced as new under made-up "
+                           "names; evaluated with the 3 introduced as new)"}
 
 
 def demo_generalize(
@@ -119,11 +129,15 @@ def demo_generalize(
     timings["sft_described_s"] = training_stage(console, described, lambda: _sft(
         console, plan, described_env, seed, described))
 
+    console.rule("[bold]3b. SFT with three models never offered, offered models introduced as new")
+    new = out / "new" / "sft" / "orchestrator"
+    timings["sft_new_s"] = training_stage(console, new, lambda: _sft(console, plan, {**seen_env, **NEW}, seed, new))
+
     console.rule("[bold]4. Unseen prices and unseen models")
     t = time.perf_counter()
     specs = {"always:gpt-4": "always:gpt-4", "cascade": "cascade", "knn": "knn", "orchestra": str(orchestrator),
              "orchestra-paper": str(paper), "orchestra-priced": str(priced), "orchestra-unseen": str(unseen),
-             "orchestra-described": str(described)}
+             "orchestra-described": str(described), "orchestra-new": str(new)}
     prices = {name: _evaluate_prices(console, out, env_cfg, factors, specs, plan, seed)
               for name, factors in REPRICINGS.items()}
     timings["prices_s"] = time.perf_counter() - t
@@ -158,9 +172,11 @@ def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], facto
                                              part="dev"),
            "orchestra-priced": load_suite({**env_cfg, "recorded_prices": factors, "mark_price_changes": True},
                                           part="dev")}
+    if not factors:
+        own["orchestra-new"] = load_suite({**env_cfg, "new_models": list(UNSEEN)}, part="dev")
     runs_dir = out / "runs" / _folder(next(k for k, v in REPRICINGS.items() if v == factors))
     table = {}
-    labels = PRICE_POLICIES + (("orchestra-unseen",) if not factors else ())
+    labels = PRICE_POLICIES + (("orchestra-unseen", "orchestra-new") if not factors else ())
     for label in labels:
         suite = own.get(label, plain)  # the prompt it was trained with
         tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
@@ -217,7 +233,8 @@ def results_markdown(summary: dict[str, Any]) -> str:
     unseen = set(summary["unseen_models"])
     lines += ["", "| recorded prices, all 11 models offered | accuracy | $/query | calls to " +
               ", ".join(sorted(unseen)) + " |", "|---|---|---|---|"]
-    for label in (p for p in ("orchestra", "orchestra-unseen", "orchestra-described") if p in prices[settings[0]]):
+    for label in (p for p in ("orchestra", "orchestra-unseen", "orchestra-described", "orchestra-new")
+                  if p in prices[settings[0]]):
         r = prices[settings[0]][label]
         share = sum(v for m, v in r["calls"].items() if m in unseen)
         lines.append(f"| {LABELS[label]} | {r['accuracy']:.3f} | {r['cost_per_query_usd']:.6f} | {share:.0%} |")

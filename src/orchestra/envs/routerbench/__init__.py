@@ -50,10 +50,15 @@ def load(config: Config) -> Suite:
     if unknown or config.train_models == []:
         raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(env.models)})"
                           if unknown else "routerbench train_models: name at least one model (or leave it unset)")
+    unknown = sorted(set(config.new_models) - set(env.models))
+    if unknown:
+        raise ConfigError(f"routerbench new_models: unknown models {unknown} (known: {', '.join(env.models)})")
     tasks = env.tasks()
     if config.recorded_prices:
         factors = _factors(config.recorded_prices, stats, env.models)
         tasks = [env.offer(t, price_factors=factors) for t in tasks]
+    if config.new_models:
+        tasks = [env.introduce(t, config.new_models) for t in tasks]
     if part == "train" and config.max_tasks is not None:
         tasks = tasks[: config.max_tasks]
     identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
@@ -65,6 +70,9 @@ def load(config: Config) -> Suite:
         identity["describe_models"] = config.describe_models
     if marked:
         identity["mark_price_changes"] = True
+    if config.new_models:
+        identity["new_models"] = sorted(config.new_models)
+    introduces = bool(config.new_models) or config.preferences.new_model_share > 0
 
     def examples(seed: int, limit: int | None) -> list[Any]:
         return training.sample_examples(train_env, config.preferences, seed, limit or config.max_tasks,
@@ -87,7 +95,8 @@ def load(config: Config) -> Suite:
                                                               config.preferences.cost_weight)[0]
     return Suite(
         env=env, preference_presets=presets, tasks=tasks, identity=identity, prompt=compact_prompt,
-        prompt_name="routerbench/compact" + ("+accuracy" if described else "") + ("+changes" if marked else ""),
+        prompt_name="routerbench/compact" + ("+accuracy" if described else "") + ("+changes" if marked else "")
+        + ("+new" if introduces else ""),
         observation=plain, observation_name="plain", reward_tools=env.models, brings_models=True,
         models=env.models, baselines=_baselines(env, train, config.seed), examples=examples,
         demonstrate=demonstrate,

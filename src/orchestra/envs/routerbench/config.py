@@ -50,6 +50,14 @@ class PreferenceMix(Strict):
         None, ge=1, description="sampler=routerbench: how many of the offered models a repriced example reprices, "
                                 "drawn at random (None: every one). One at a time makes contrasting "
                                 "demonstrations: the same prices but one, and the decision that one price changes.")
+    new_model_share: float = pydantic.Field(
+        0.0, ge=0, le=1, description="sampler=routerbench: share of examples in which 1 to `max_new_models` of the "
+                                     "offered models (none of an avoided provider's) are introduced in the request as "
+                                     "new, under made-up names (`RouterBench.introduce`): the student learns to call "
+                                     "a model by its introduction, which is how it meets a model never offered in "
+                                     "training (`new_models` at evaluation).")
+    max_new_models: int = pydantic.Field(3, ge=1, description="sampler=routerbench: most models introduced as new "
+                                                              "in one example.")
     avoid_share: float = pydantic.Field(
         0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")
     avoid_providers: list[str] = pydantic.Field(
@@ -93,6 +101,11 @@ class Config(Strict):
         None, description="Training: offer only these models in training examples (default: all); the others are "
                           "unseen until an evaluation offers them (every model is described by training-part "
                           "statistics either way).")
+    new_models: list[str] = pydantic.Field(
+        default_factory=list, description="Evaluation: these models are left out of the price list and introduced in "
+                                          "the request as new models, each beside the listed model closest to it in "
+                                          "training-part accuracy on the task's type, with its relative price (for an "
+                                          "orchestrator trained with `preferences.new_model_share`).")
     calls: Literal["compact", "hermes"] = pydantic.Field(
         "compact", description="The dialect a trained orchestrator writes tool calls in: compact "
                                "(`ask(model=mixtral)`, a third of hermes' tokens; what the demo trains) or hermes.")

@@ -186,20 +186,23 @@ def _pick(options: list[tuple[float, float, Route]], route: Route) -> tuple[floa
     return next((acc, cost) for acc, cost, r in options if r == route)
 
 
-def consult_backend(policy: ConsultPolicy, task_type_of: dict[str, str] | None = None) -> ScriptedBackend:
-    """The policy as an orchestrator: reads the task type from the prompt and the answers from tool messages."""
+def consult_backend(policy: ConsultPolicy, names: Mapping[str, str] | None = None) -> ScriptedBackend:
+    """The policy as an orchestrator: reads the task type from the prompt and the answers from tool messages, and
+    calls each model by its name in `names` (model -> name, for models introduced under another; default its own)."""
+    names = names or {}
 
     def act(messages: Sequence[Message]) -> str:
         task_type = _task_type(messages)
         route = policy.route(task_type)
         answers = [shown_letter(m.content) for m in messages if m.role == "tool"]
         if route.direct is not None:
-            return render_hermes("answer", {"model": route.direct})
+            return render_hermes("answer", {"model": names.get(route.direct, route.direct)})
         assert route.pair is not None and route.escalate is not None
         if not answers:
-            return "\n".join(render_hermes("ask", {"model": m}) for m in route.pair)
+            return "\n".join(render_hermes("ask", {"model": names.get(m, m)}) for m in route.pair)
         agree = len(answers) >= 2 and answers[0] is not None and answers[0] == answers[1]
-        return render_hermes("answer", {"model": route.pair[0] if agree else route.escalate})
+        chosen = route.pair[0] if agree else route.escalate
+        return render_hermes("answer", {"model": names.get(chosen, chosen)})
 
     return ScriptedBackend(act, model="consult-policy")
 

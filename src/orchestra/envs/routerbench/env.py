@@ -24,12 +24,15 @@ evaluation row leaks into what the orchestrator is told.
 A task may offer a subset of the models and reprice them (`RouterBench.offer`, how training varies the pool per
 example): its metadata then holds `offered` (asking any other model is an error observation) and `price_factors`
 (a model's recorded cost is multiplied by its factor, i.e. the same tokens billed at a new price), and the prices the
-prompt shows are the repriced ones.
+prompt shows are the repriced ones. `RouterBench.introduce` then takes some offered models out of the price list and
+introduces them in the request as new models (`new_models`), training under made-up names (`aliases`): such a model
+answers to that name alone, while costs, grading and the call counts name the model itself.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import random
 import re
 import statistics
@@ -205,9 +208,10 @@ class ModelStats:
             accuracy[m] = per_type
         return cls(cost, accuracy)
 
-    def describe(self, model: str, price_factor: float = 1.0) -> str:
+    def describe(self, model: str, price_factor: float = 1.0, name: str | None = None) -> str:
+        """One line on `model` (called `name`, default its own): price per 1k queries, accuracy per task type."""
         acc = ", ".join(f"{t} {a:.0%}" for t, a in self.accuracy[model].items())
-        return f"{model}: ${self.mean_cost_usd[model] * price_factor * 1000:.2f} per 1k queries; accuracy {acc}"
+        return f"{name or model}: ${self.mean_cost_usd[model] * price_factor * 1000:.2f} per 1k queries; accuracy {acc}"
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,46 @@ class RouterBench:
             metadata["accuracy_on_type"] = {m: metadata["accuracy_on_type"][m] for m in offered}
         return replace(task, metadata=metadata)
 
+    def introduce(self, task: Task, new: Sequence[str], aliases: Mapping[str, str] | None = None) -> Task:
+        """`task` with the offered models `new` out of the price list, introduced in the request instead as new
+        models, each beside the listed model closest to it in training-part accuracy on the task's type (ties to
+        the closer price): `new_models` maps the name it goes by to (that model, both accuracies in percent, its
+        price over that model's). `aliases` (name -> model) gives some of them another name, the only one they
+        answer to in the episode: training introduces familiar models under new names, so a student learns to
+        read the introduction rather than to recall a name (what lets it call a model it never saw)."""
+        offered = tuple(task.metadata.get("offered") or self.models)
+        named = {real: name for name, real in (aliases or {}).items()}
+        unknown = sorted((set(new) | set(named)) - set(offered))
+        if unknown or not set(named) <= set(new):
+            raise ConfigError(f"routerbench new models: {unknown or sorted(set(named) - set(new))} "
+                              f"{'not offered' if unknown else 'aliased but not new'} (offered: {', '.join(offered)})")
+        clash = sorted(set(named.values()) & set(self.models))
+        if clash:
+            raise ConfigError(f"routerbench new models: aliases {clash} are names of models")
+        listed = [m for m in offered if m not in new]
+        if not listed:
+            raise ConfigError("routerbench new models: every offered model is new; at least one must be listed")
+        factors = task.metadata.get("price_factors") or {}
+        task_type = str(task.metadata["task_type"])
+
+        def accuracy(m: str) -> int:
+            return round(100 * self.stats.accuracy[m].get(task_type, 0.0))
+
+        def price(m: str) -> float:
+            return self.stats.mean_cost_usd[m] * factors.get(m, 1.0)
+
+        introduced = {}
+        for m in new:
+            like = min(listed, key=lambda k: (abs(accuracy(k) - accuracy(m)), abs(math.log(price(k) / price(m)))))
+            introduced[named.get(m, m)] = (like, accuracy(m), accuracy(like), price(m) / price(like))
+        metadata = {**task.metadata, "offered": offered, "new_models": introduced,
+                    "prices_per_1k": {m: p for m, p in task.metadata["prices_per_1k"].items() if m not in new}}
+        if aliases:
+            metadata["aliases"] = dict(aliases)
+        if "accuracy_on_type" in metadata:
+            metadata["accuracy_on_type"] = {m: a for m, a in metadata["accuracy_on_type"].items() if m not in new}
+        return replace(task, metadata=metadata)
+
     def row(self, task_id: str) -> Row:
         return self._by_id[task_id]
 
@@ -280,28 +324,35 @@ class RouterBench:
         asked: dict[str, str | None] = {}
         offered = tuple(task.metadata.get("offered") or self.models)
         factors = dict(task.metadata.get("price_factors") or {})
+        aliases = dict(task.metadata.get("aliases") or {})
+        hidden = set(aliases.values())
+        names = {**{m: m for m in offered if m not in hidden}, **aliases}
         consulted: list[tuple[str, str | None]] = []
-        tools = self._tools(row, asked, offered, factors, consulted)
+        tools = self._tools(row, asked, names, factors, consulted)
 
         async def grade(trajectory: Trajectory) -> Outcome:
             return grade_row(row, trajectory)
 
         return ReplayInstance(task, tools, grade, row=row, consulted=consulted)
 
-    def _tools(self, row: Row, asked: dict[str, str | None], offered: Sequence[str],
+    def _tools(self, row: Row, asked: dict[str, str | None], names: Mapping[str, str],
                factors: Mapping[str, float], consulted: list[tuple[str, str | None]]) -> list[Tool]:
-        """The episode's tools; `asked` maps each model asked so far to the letter it answered (None: not a letter)."""
-        listing = "\n".join(self.stats.describe(m, factors.get(m, 1.0)) for m in offered)
+        """The episode's tools over the offered models, by the names they answer to (`names`: name -> model; a
+        model introduced under an alias answers to it alone). `asked` maps each name asked so far to the letter it
+        answered (None: not a letter); `consulted` and the outputs' targets name the models themselves."""
+        listing = "\n".join(self.stats.describe(m, factors.get(m, 1.0), name) for name, m in names.items())
         multiple_choice = row.task_type != "mbpp"
+        hidden = {m for name, m in names.items() if name != m}
 
-        def record(model: str) -> Record:
-            if model not in self.models:
-                raise ValueError(f"unknown model {model!r}; models: {', '.join(offered)}")
-            if model not in offered:
-                raise ValueError(f"{model} is not offered for this task; models: {', '.join(offered)}")
+        def record(name: str) -> tuple[str, Record]:
+            model = names.get(name)
+            if model is None:
+                if name not in self.models or name in hidden:
+                    raise ValueError(f"unknown model {name!r}; models: {', '.join(names)}")
+                raise ValueError(f"{name} is not offered for this task; models: {', '.join(names)}")
             if model not in row.records:
-                raise ValueError(f"{model} is unavailable for this question")
-            return row.records[model].repriced(factors.get(model, 1.0))
+                raise ValueError(f"{name} is unavailable for this question")
+            return model, row.records[model].repriced(factors.get(model, 1.0))
 
         async def ask(model: str) -> ToolOutput:
             """Ask one model the question and read its answer.
@@ -310,19 +361,19 @@ class RouterBench:
                 model: the model to ask
             """
             try:
-                rec = record(model)
+                real, rec = record(model)
             except ValueError:
-                consulted.append((model, None))
+                consulted.append((names.get(model, model), None))
                 raise
             cost = 0.0 if model in asked else rec.cost_usd
             shown = show_answer(rec.response, multiple_choice)
             letter = extract_choice(rec.response) if multiple_choice else None
             earlier = {m: x for m, x in asked.items() if m != model}
             asked[model] = letter
-            consulted.append((model, letter))
+            consulted.append((real, letter))
             if letter is not None and earlier:
                 shown = f"{letter} ({compare_answers(letter, earlier)})"
-            return ToolOutput(shown, cost_usd=cost, target=model)
+            return ToolOutput(shown, cost_usd=cost, target=real)
 
         async def answer(model: str) -> ToolOutput:
             """Give this model's answer as the final answer (paid once: free if you already asked it).
@@ -330,15 +381,15 @@ class RouterBench:
             Args:
                 model: the model whose answer is final
             """
-            rec = record(model)
+            real, rec = record(model)
             cost = 0.0 if model in asked else rec.cost_usd
             asked.setdefault(model, None)
-            return ToolOutput(rec.response, cost_usd=cost, terminal=True, target=model)
+            return ToolOutput(rec.response, cost_usd=cost, terminal=True, target=real)
 
         def worst_case(arguments: Mapping[str, object]) -> float:
             model = str(arguments.get("model"))
             try:
-                return 0.0 if model in asked else record(model).cost_usd
+                return 0.0 if model in asked else record(model)[1].cost_usd
             except ValueError:  # refused before it is paid
                 return 0.0
 

@@ -23,6 +23,8 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
     their training-part accuracy on its type), the task type, the question cut short (stem to 120 characters, each
     option to 32), and the preference instruction.
 
+    Models introduced as new (`RouterBench.introduce`) are not in the list; the request introduces them, each beside
+    a listed model it resembles ("New models: nova-13b like mixtral (78% vs 80%), 0.5x its price.").
     With `mark_price_changes`, the request also says which models are priced away from their recorded price and by
     how much ("Prices changed: gpt-4 5x cheaper."), beside the question and the preference, where a small orchestrator
     reads its instructions: a student trained on 576 demonstrations was measured not to react to the same marks in
@@ -42,10 +44,20 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
     changes = {m: f for m, f in task.metadata.get("price_changes", {}).items() if m in prices}
     if changes:
         user += "\nPrices changed: " + ", ".join(f"{m} {price_change(f)}" for m, f in changes.items()) + "."
+    new = task.metadata.get("new_models")
+    if new:
+        user += "\nNew models: " + "; ".join(introduction(m, *d) for m, d in new.items()) + "."
     describe = getattr(preferences, "describe", None)
     if describe is not None and describe():
         user += "\n" + describe()
     return [Message("system", f"{head} {listing}"), Message("user", user)]
+
+
+def introduction(name: str, like: str, accuracy: int, like_accuracy: int, price_ratio: float) -> str:
+    """How the request introduces a new model: beside the listed model closest to it in accuracy on the task's
+    type, with both accuracies and its price relative to that model's ("nova-13b like mixtral (78% vs 80%), 0.5x
+    its price"): words a small orchestrator compares with a model it knows, not a number to rank in the list."""
+    return f"{name} like {like} ({accuracy}% vs {like_accuracy}%), {price_ratio:.2g}x its price"
 
 
 def price_change(factor: float) -> str:

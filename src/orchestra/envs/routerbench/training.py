@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from orchestra.envs.base import Demonstration, Example, draw
@@ -68,10 +68,36 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
         usable = [p for p in mix.avoid_providers if any(PROVIDERS.get(m) != p for m in offered)]
         if usable and rng.random() < mix.avoid_share:  # never an avoid that rules out everything offered
             prefs, avoided = avoid_preference(rng.choice(usable), offered, mix.cost_weight)
-            out.append(Example(task, prefs, avoided, "avoid"))
+            example = Example(task, prefs, avoided, "avoid")
         else:
-            out.append(Example(task, default_preference(mix.cost_weight)))
+            example = Example(task, default_preference(mix.cost_weight))
+        if mix.new_model_share:
+            example = with_new_models(env, example, mix, random.Random(f"{seed}/{task.id}/new"))
+        out.append(example)
     return out
+
+
+SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "zel", "qui", "bas", "nor", "pel", "dax", "ori", "sul", "fen", "gar")
+SIZES = (3, 7, 8, 13, 14, 22, 32, 34, 40, 65, 70, 72)
+
+
+def with_new_models(env: RouterBench, example: Example, mix: PreferenceMix, rng: random.Random) -> Example:
+    """`example`, with probability `mix.new_model_share` introducing 1 to `mix.max_new_models` of its offered models
+    (none it avoids, one at least left listed) as new models under made-up names ("venqui-13b"). The names change
+    from example to example, so calling a new model is learnt as reading its introduction, never as recalling it."""
+    offered = list(example.task.metadata.get("offered") or env.models)
+    candidates = [m for m in offered if m not in example.avoided]
+    most = min(mix.max_new_models, len(candidates), len(offered) - 1)
+    if most < 1 or rng.random() >= mix.new_model_share:
+        return example
+    new = sorted(rng.sample(candidates, rng.randint(1, most)))
+    aliases: dict[str, str] = {}
+    for model in new:
+        name = model
+        while name in env.models or name in aliases:
+            name = "".join(rng.sample(SYLLABLES, 2)) + f"-{rng.choice(SIZES)}b"
+        aliases[name] = model
+    return Example(env.introduce(example.task, new, aliases), example.preferences, example.avoided, example.family)
 
 
 def varied_offer(env: RouterBench, task: Task, models: Sequence[str], mix: PreferenceMix,
@@ -152,7 +178,8 @@ async def _demonstrate(env: RouterBench, example: Example, ruled_out: frozenset[
         policies[key] = fit_consult_policy(
             env.rows, allowed=[m for m in offered if m not in ruled_out], price_factors=factors,
             max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
-    result = await run_task(env, example.task, consult_backend(policies[key]), DEMO_SETTINGS,
+    names = {real: name for name, real in (example.task.metadata.get("aliases") or {}).items()}
+    result = await run_task(env, example.task, consult_backend(policies[key], names), DEMO_SETTINGS,
                             preferences=example.preferences)
     return result.trajectory
 
@@ -165,12 +192,14 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
     return first is None or first != second
 
 
-def first_decision(trajectory: Trajectory) -> tuple[tuple[str, str], ...]:
+def first_decision(trajectory: Trajectory, new: Collection[str] = ()) -> tuple[tuple[str, str], ...]:
     """What the prompt alone decided: the first turn's calls as (tool, model) pairs, e.g. (("ask", "mixtral"),
-    ("ask", "yi-34b")) or (("answer", "gpt-4"),)."""
+    ("ask", "yi-34b")) or (("answer", "gpt-4"),); a model in `new` (introduced as new in the request) is "new", one
+    decision whatever its made-up name."""
     if not trajectory.turns:
         return ()
-    return tuple((c.name, str(c.arguments.get("model"))) for c in trajectory.turns[0].completion.tool_calls)
+    named = ((c.name, str(c.arguments.get("model"))) for c in trajectory.turns[0].completion.tool_calls)
+    return tuple((tool, "new" if model in new else model) for tool, model in named)
 
 
 def balance_decisions(items: Sequence[Demonstration], disagreement_share: float | None, n: int, seed: int,
@@ -182,7 +211,7 @@ def balance_decisions(items: Sequence[Demonstration], disagreement_share: float 
     tempering shows it often enough for a small model to learn it, not only the usual decision for the question."""
     groups: dict[tuple[tuple[str, str], ...], list[Demonstration]] = {}
     for item in items:
-        groups.setdefault(first_decision(item[1]), []).append(item)
+        groups.setdefault(first_decision(item[1], item[0].task.metadata.get("new_models") or ()), []).append(item)
     keys = sorted(groups)
     weights = [len(groups[k]) ** temper for k in keys]
     quotas = [n * w / sum(weights) for w in weights]
