@@ -4,6 +4,7 @@ and in training called by made-up names, so that a student learns to call a mode
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -70,8 +71,8 @@ def test_new_models_at_evaluation_need_a_checkpoint_trained_to_read_introduction
     folder = routerbench_head(data_dir, tmp_path, 60)
     suite = load_suite({"name": "routerbench", "data": str(folder), "new_models": ["yi-34b", "codellama-34b"]})
     for task in suite.tasks:
-        assert set(task.metadata["new_models"]) == {"yi-34b", "codellama-34b"}
-        assert "yi-34b" not in task.metadata["prices_per_1k"] and "aliases" not in task.metadata
+        assert task.metadata["aliases"] == {"new1": "yi-34b", "new2": "codellama-34b"}
+        assert set(task.metadata["new_models"]) == {"new1", "new2"} and "yi-34b" not in task.metadata["prices_per_1k"]
     assert suite.prompt_name == "routerbench/compact+new" and suite.identity["new_models"] == ["codellama-34b", "yi-34b"]
     trained = load_suite({"name": "routerbench", "data": str(folder), "preferences": {"new_model_share": 0.5}})
     assert trained.prompt_name == "routerbench/compact+new"
@@ -83,7 +84,7 @@ def test_new_models_at_evaluation_need_a_checkpoint_trained_to_read_introduction
         load_suite({"name": "routerbench", "data": str(folder), "new_models": ["gpt-5"]})
 
 
-def test_training_introduces_offered_models_under_made_up_names_and_the_teacher_calls_them_so(env):
+def test_training_introduces_offered_models_under_handles_and_the_teacher_calls_them_so(env):
     mix = PreferenceMix(new_model_share=1.0, avoid_share=0.5)
     examples = sample_examples(env, mix, seed=2, limit=48)
     assert [e.task.metadata for e in examples] == [e.task.metadata for e in sample_examples(env, mix, 2, 48)]
@@ -91,9 +92,10 @@ def test_training_introduces_offered_models_under_made_up_names_and_the_teacher_
     assert sizes == {1, 2, 3}
     for e in examples:
         aliases = e.task.metadata["aliases"]
-        assert set(aliases) == set(e.task.metadata["new_models"]) and not set(aliases) & set(env.models)
+        assert set(aliases) == set(e.task.metadata["new_models"]) == {f"new{i}" for i in range(1, len(aliases) + 1)}
         assert not set(aliases.values()) & e.avoided  # an avoided model is never disguised
-    assert len({name for e in examples for name in e.task.metadata["aliases"]}) > 40  # names change per example
+    behind_new1 = Counter(e.task.metadata["aliases"]["new1"] for e in examples)
+    assert len(behind_new1) >= 6 and max(behind_new1.values()) < 24  # a handle names no model in particular
     assert any(e.avoided for e in examples)
 
     demos = asyncio.run(env_demonstrations(env, examples))

@@ -16,9 +16,10 @@
    its price and its training-part accuracy on the task's type (`describe_models: accuracy`); evaluated in both
    tables with all 11 offered.
    Then models introduced in the request (`NEW`): `UNSEEN` never offered, and in half the training examples 1-3 of
-   the offered models left out of the price list and introduced as new under made-up names, beside the listed model
-   closest to each in accuracy ("New models: venqui-13b like mixtral (84% vs 85%), 0.6x its price."); evaluated at
-   recorded prices with the `UNSEEN` models introduced so, under their own names.
+   the offered models left out of the price list and introduced as new under the handles new1, new2, ..., beside the
+   listed model closest to each in accuracy ("New models: new1 like mixtral (84% vs 85%), 0.6x its price."), the
+   model behind a handle changing from example to example; evaluated at recorded prices with the `UNSEEN` models
+   introduced so.
 3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
    four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
    provider, and the accuracy lost against no instruction.
@@ -75,8 +76,8 @@ change calls for (answer gpt-4 outright) are not drowned by the usual ones. The 
 changes of this kind, at factors no example drew exactly."""
 NEW = {"preferences": {"new_model_share": 0.5}, "decision_temper": 0.5}
 """The introduced-models orchestrator's environment settings (beside `train_models` without `UNSEEN`): a model it
-calls by a name it has never seen is one its training taught it to call by introduction, the made-up names changing
-from example to example; decisions tempered as the demo's, so "consult the new model" is not drowned."""
+calls by a handle it was taught to call by introduction, the models behind the handles changing from example to
+example; decisions tempered as the demo's, so "consult the new model" is not drowned."""
 PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-priced",
                   "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",
@@ -86,8 +87,8 @@ LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded p
           "orchestra-unseen": "orchestra (SFT with yi-34b, claude-instant, codellama-34b never offered)",
           "orchestra-described": "orchestra (SFT, those 3 never offered, random offers and prices, models described "
                                  "by accuracy)",
-          "orchestra-new": "orchestra (SFT, those 3 never offered, offered models introduced as new under made-up "
-                           "names; evaluated with the 3 introduced as new)"}
+          "orchestra-new": "orchestra (SFT, those 3 never offered, offered models introduced as new under handles; "
+                           "evaluated with the 3 introduced as new)"}
 
 
 def demo_generalize(

@@ -53,9 +53,9 @@ class PreferenceMix(Strict):
     new_model_share: float = pydantic.Field(
         0.0, ge=0, le=1, description="sampler=routerbench: share of examples in which 1 to `max_new_models` of the "
                                      "offered models (none of an avoided provider's) are introduced in the request as "
-                                     "new, under made-up names (`RouterBench.introduce`): the student learns to call "
-                                     "a model by its introduction, which is how it meets a model never offered in "
-                                     "training (`new_models` at evaluation).")
+                                     "new, under the handles new1, new2, ... (`RouterBench.introduce`): the student "
+                                     "learns to call a model by its introduction, which is how it meets a model "
+                                     "never offered in training (`new_models` at evaluation).")
     max_new_models: int = pydantic.Field(3, ge=1, description="sampler=routerbench: most models introduced as new "
                                                               "in one example.")
     avoid_share: float = pydantic.Field(
@@ -103,9 +103,10 @@ class Config(Strict):
                           "statistics either way).")
     new_models: list[str] = pydantic.Field(
         default_factory=list, description="Evaluation: these models are left out of the price list and introduced in "
-                                          "the request as new models, each beside the listed model closest to it in "
-                                          "training-part accuracy on the task's type, with its relative price (for an "
-                                          "orchestrator trained with `preferences.new_model_share`).")
+                                          "the request as new models new1, new2, ... in this order, each beside the "
+                                          "listed model closest to it in training-part accuracy on the task's type, "
+                                          "with its relative price (for an orchestrator trained with "
+                                          "`preferences.new_model_share`).")
     calls: Literal["compact", "hermes"] = pydantic.Field(
         "compact", description="The dialect a trained orchestrator writes tool calls in: compact "
                                "(`ask(model=mixtral)`, a third of hermes' tokens; what the demo trains) or hermes.")

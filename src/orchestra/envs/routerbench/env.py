@@ -25,8 +25,8 @@ A task may offer a subset of the models and reprice them (`RouterBench.offer`, h
 example): its metadata then holds `offered` (asking any other model is an error observation) and `price_factors`
 (a model's recorded cost is multiplied by its factor, i.e. the same tokens billed at a new price), and the prices the
 prompt shows are the repriced ones. `RouterBench.introduce` then takes some offered models out of the price list and
-introduces them in the request as new models (`new_models`), training under made-up names (`aliases`): such a model
-answers to that name alone, while costs, grading and the call counts name the model itself.
+introduces them in the request as new models (`new_models`) under handles (`aliases`: new1, new2, ...): such a model
+answers to its handle alone, while costs, grading and the call counts name the model itself.
 """
 
 from __future__ import annotations
@@ -281,8 +281,8 @@ class RouterBench:
         models, each beside the listed model closest to it in training-part accuracy on the task's type (ties to
         the closer price): `new_models` maps the name it goes by to (that model, both accuracies in percent, its
         price over that model's). `aliases` (name -> model) gives some of them another name, the only one they
-        answer to in the episode: training introduces familiar models under new names, so a student learns to
-        read the introduction rather than to recall a name (what lets it call a model it never saw)."""
+        answer to in the episode (training and `new_models` use the handles new1, new2, ...: a model behind a
+        handle is called by reading its introduction, which is what lets a student call a model it never saw)."""
         offered = tuple(task.metadata.get("offered") or self.models)
         named = {real: name for name, real in (aliases or {}).items()}
         unknown = sorted((set(new) | set(named)) - set(offered))

@@ -24,7 +24,7 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
     option to 32), and the preference instruction.
 
     Models introduced as new (`RouterBench.introduce`) are not in the list; the request introduces them, each beside
-    a listed model it resembles ("New models: nova-13b like mixtral (78% vs 80%), 0.5x its price.").
+    a listed model it resembles ("New models: new1 like mixtral (78% vs 80%), 0.5x its price.").
     With `mark_price_changes`, the request also says which models are priced away from their recorded price and by
     how much ("Prices changed: gpt-4 5x cheaper."), beside the question and the preference, where a small orchestrator
     reads its instructions: a student trained on 576 demonstrations was measured not to react to the same marks in
@@ -55,8 +55,8 @@ def compact_prompt(task: Task, specs: Sequence[object], preferences: object | No
 
 def introduction(name: str, like: str, accuracy: int, like_accuracy: int, price_ratio: float) -> str:
     """How the request introduces a new model: beside the listed model closest to it in accuracy on the task's
-    type, with both accuracies and its price relative to that model's ("nova-13b like mixtral (78% vs 80%), 0.5x
-    its price"): words a small orchestrator compares with a model it knows, not a number to rank in the list."""
+    type, with both accuracies and its price relative to that model's ("new1 like mixtral (78% vs 80%), 0.5x its
+    price"): words a small orchestrator compares with a model it knows, not a number to rank in the list."""
     return f"{name} like {like} ({accuracy}% vs {like_accuracy}%), {price_ratio:.2g}x its price"
 
 

@@ -41,6 +41,13 @@ def avoid_preference(provider: str, models: Sequence[str], cost_weight: float = 
     return avoiding(avoided, models, f"Avoid {label} models.", cost=cost_weight), avoided
 
 
+def new_handles(models: Sequence[str]) -> dict[str, str]:
+    """The names models introduced as new answer to, in order: {"new1": first, "new2": second, ...}. A handle is a
+    word a small student writes as easily as a model it knows (made-up model names had to be copied letter by letter,
+    and a student trained on 576 demonstrations wrote its own variants of them)."""
+    return {f"new{i}": m for i, m in enumerate(models, 1)}
+
+
 def default_preference(cost_weight: float = 0.5) -> Preferences:
     return Preferences(outcome=1.0, cost=cost_weight)
 
@@ -77,26 +84,18 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
     return out
 
 
-SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "zel", "qui", "bas", "nor", "pel", "dax", "ori", "sul", "fen", "gar")
-SIZES = (3, 7, 8, 13, 14, 22, 32, 34, 40, 65, 70, 72)
-
-
 def with_new_models(env: RouterBench, example: Example, mix: PreferenceMix, rng: random.Random) -> Example:
     """`example`, with probability `mix.new_model_share` introducing 1 to `mix.max_new_models` of its offered models
-    (none it avoids, one at least left listed) as new models under made-up names ("venqui-13b"). The names change
-    from example to example, so calling a new model is learnt as reading its introduction, never as recalling it."""
+    (none it avoids, one at least left listed) as new models, in random order under the handles new1, new2, ...
+    (`new_handles`): the model behind a handle changes from example to example, so calling one is learnt as reading
+    its introduction, never as recalling a name."""
     offered = list(example.task.metadata.get("offered") or env.models)
     candidates = [m for m in offered if m not in example.avoided]
     most = min(mix.max_new_models, len(candidates), len(offered) - 1)
     if most < 1 or rng.random() >= mix.new_model_share:
         return example
-    new = sorted(rng.sample(candidates, rng.randint(1, most)))
-    aliases: dict[str, str] = {}
-    for model in new:
-        name = model
-        while name in env.models or name in aliases:
-            name = "".join(rng.sample(SYLLABLES, 2)) + f"-{rng.choice(SIZES)}b"
-        aliases[name] = model
+    new = rng.sample(candidates, rng.randint(1, most))
+    aliases = new_handles(new)
     return Example(env.introduce(example.task, new, aliases), example.preferences, example.avoided, example.family)
 
 
@@ -195,7 +194,7 @@ def consulted_pair_disagreed(trajectory: Trajectory) -> bool | None:
 def first_decision(trajectory: Trajectory, new: Collection[str] = ()) -> tuple[tuple[str, str], ...]:
     """What the prompt alone decided: the first turn's calls as (tool, model) pairs, e.g. (("ask", "mixtral"),
     ("ask", "yi-34b")) or (("answer", "gpt-4"),); a model in `new` (introduced as new in the request) is "new", one
-    decision whatever its made-up name."""
+    decision whatever its handle."""
     if not trajectory.turns:
         return ()
     named = ((c.name, str(c.arguments.get("model"))) for c in trajectory.turns[0].completion.tool_calls)
