@@ -122,6 +122,25 @@ async def env_demonstrations(env, examples):
     return await collect_demonstrations(env, examples)
 
 
+def test_introduced_models_can_come_at_new_prices_which_their_introduction_and_their_cost_carry(env):
+    mix = PreferenceMix(new_model_share=1.0, new_model_prices=(0.1, 10.0))
+    examples = sample_examples(env, mix, seed=4, limit=24)
+    factors = []
+    for e in examples:
+        meta = e.task.metadata
+        for handle, real in meta["aliases"].items():
+            factor = meta["price_factors"][real]
+            like, _, _, ratio = meta["new_models"][handle]
+            expected = env.stats.mean_cost_usd[real] * factor / (
+                env.stats.mean_cost_usd[like] * meta["price_factors"].get(like, 1.0))
+            assert ratio == pytest.approx(expected)
+            factors.append(factor)
+        assert all(meta["price_factors"].get(m, 1.0) == 1.0 for m in meta["prices_per_1k"])  # listed: as recorded
+    assert min(factors) < 0.3 and max(factors) > 3 and all(0.1 <= f <= 10 for f in factors)
+    with pytest.raises(ValueError, match="new_model_prices"):
+        PreferenceMix(new_model_prices=(0.0, 2.0))
+
+
 def test_an_avoid_preference_over_disguised_models_still_rules_out_the_provider(env):
     mix = PreferenceMix(new_model_share=1.0, avoid_share=1.0, avoid_providers=["anthropic"])
     for example in sample_examples(env, mix, seed=0, limit=12):

@@ -58,6 +58,17 @@ class PreferenceMix(Strict):
                                      "never offered in training (`new_models` at evaluation).")
     max_new_models: int = pydantic.Field(3, ge=1, description="sampler=routerbench: most models introduced as new "
                                                               "in one example.")
+    new_model_prices: tuple[float, float] = pydantic.Field(
+        (1.0, 1.0), description="sampler=routerbench: range of the log-uniform price factors of the models an "
+                                "example introduces as new (a known model at a price it was never offered at, so "
+                                "introductions cover resemblances and prices no known model has).")
+
+    @pydantic.field_validator("new_model_prices", "multiplier_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("give (low, high) with 0 < low <= high")
+        return value
     avoid_share: float = pydantic.Field(
         0.35, ge=0, le=1, description="Share of examples told to avoid one provider's models.")
     avoid_providers: list[str] = pydantic.Field(

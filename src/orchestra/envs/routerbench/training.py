@@ -87,16 +87,21 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
 def with_new_models(env: RouterBench, example: Example, mix: PreferenceMix, rng: random.Random) -> Example:
     """`example`, with probability `mix.new_model_share` introducing 1 to `mix.max_new_models` of its offered models
     (none it avoids, one at least left listed) as new models, in random order under the handles new1, new2, ...
-    (`new_handles`): the model behind a handle changes from example to example, so calling one is learnt as reading
-    its introduction, never as recalling a name."""
+    (`new_handles`), each repriced by a log-uniform factor in `mix.new_model_prices`: the model behind a handle
+    changes from example to example, so calling one is learnt as reading its introduction, never as recalling a
+    name; and repriced, a known model resembles at a new price what no known model is (a model as accurate as
+    claude-1 at a tenth of its price)."""
     offered = list(example.task.metadata.get("offered") or env.models)
     candidates = [m for m in offered if m not in example.avoided]
     most = min(mix.max_new_models, len(candidates), len(offered) - 1)
     if most < 1 or rng.random() >= mix.new_model_share:
         return example
     new = rng.sample(candidates, rng.randint(1, most))
+    lo, hi = (math.log(x) for x in mix.new_model_prices)
+    factors = {**(example.task.metadata.get("price_factors") or {}), **{m: math.exp(rng.uniform(lo, hi)) for m in new}}
+    task = env.offer(example.task, offered, factors) if mix.new_model_prices != (1.0, 1.0) else example.task
     aliases = new_handles(new)
-    return Example(env.introduce(example.task, new, aliases), example.preferences, example.avoided, example.family)
+    return Example(env.introduce(task, new, aliases), example.preferences, example.avoided, example.family)
 
 
 def varied_offer(env: RouterBench, task: Task, models: Sequence[str], mix: PreferenceMix,
