@@ -15,6 +15,11 @@ def routerbench_env(path: str | Path, **config: Any) -> Any:
     return load_suite({"name": "routerbench", "data": str(path), **config}).env
 
 
+def model_call(name: str, model: str) -> str:
+    """A hermes call of a RouterBench tool (`ask` or `answer`) on `model`, as a scripted orchestrator writes it."""
+    return f'<tool_call>{{"name": "{name}", "arguments": {{"model": "{model}"}}}}</tool_call>'
+
+
 def routerbench_head(data_dir: Path, folder: Path, rows: int) -> Path:
     """`folder` holding the first `rows` rows of each shared RouterBench CSV: real rows, every model, loads fast."""
     csv.field_size_limit(sys.maxsize)

@@ -15,16 +15,13 @@ from orchestra.envs.routerbench.config import PreferenceMix
 from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.envs.routerbench.training import avoid_preference, first_decision, sample_examples
 from orchestra.errors import ConfigError
+from tests.envs import model_call as call
 from tests.envs import routerbench_env, routerbench_head
 
 
 @pytest.fixture(scope="module")
 def env(data_dir, tmp_path_factory):
     return routerbench_env(routerbench_head(data_dir, tmp_path_factory.mktemp("routerbench"), 80))
-
-
-def call(name, model):
-    return f'<tool_call>{{"name": "{name}", "arguments": {{"model": "{model}"}}}}</tool_call>'
 
 
 async def test_a_new_model_is_introduced_beside_the_closest_listed_model_and_answers_to_its_alias_alone(env):

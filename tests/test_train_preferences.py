@@ -14,16 +14,13 @@ from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.envs.routerbench.training import collect_demonstrations, sample_examples
 from orchestra.errors import ConfigError
 from orchestra.train.config import SFTConfig
+from tests.envs import model_call as call
 from tests.envs import routerbench_env, routerbench_head
 
 
 @pytest.fixture(scope="module")
 def env(data_dir, tmp_path_factory):
     return routerbench_env(routerbench_head(data_dir, tmp_path_factory.mktemp("routerbench"), 80))
-
-
-def call(name, model):
-    return f'<tool_call>{{"name": "{name}", "arguments": {{"model": "{model}"}}}}</tool_call>'
 
 
 async def test_offer_restricts_the_models_and_reprices_their_recorded_cost(env):

@@ -6,6 +6,9 @@ Preferences (per example, seeded by (seed, task id) so a resumed run draws the s
   every other model 1 and the avoided ones 0 (the paper's form: the reward cannot go below zero for a call, so
   avoidance is taught by rewarding the alternatives). The demonstration policy is refit without the avoided models.
 - `sampler: paper`: offered subsets, repricing and P families (`paper_examples`).
+- new models (`new_model_share`): some offered models left out of the price list and introduced in the request under
+  the handles new1, new2, ... (`with_new_models`), so a student learns to call a model it never saw by its
+  introduction.
 
 Demonstrations: the consult-and-compare policy (`orchestra.envs.routerbench.demonstrations`) fit on the training
 rows, refit per set of avoided models, offered models, prices and preference family, run through the real episode
