@@ -28,8 +28,8 @@ from orchestra.envs.routerbench.baselines import (
     oracle_model,
     simulate_cascade,
 )
+from orchestra.envs.routerbench.data import load_rows, split_rows
 from orchestra.envs.routerbench.demonstrations import fit_consult_policy, score_route
-from orchestra.envs.routerbench.env import load_rows, split_rows
 from orchestra.paths import shared_data
 
 

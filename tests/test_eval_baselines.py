@@ -7,7 +7,7 @@ import pytest
 
 from orchestra.envs.registry import load_suite
 from orchestra.envs.routerbench.baselines import KnnRouter, Outcomes, fit_cascades, simulate_cascade
-from orchestra.envs.routerbench.env import load_rows
+from orchestra.envs.routerbench.data import load_rows
 from orchestra.errors import ConfigError
 from orchestra.evaluate import SpecContext, evaluate, resolve_orchestrator
 from orchestra.evaluate.store import read_items

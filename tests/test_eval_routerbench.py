@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestra.cli import app
-from orchestra.envs.routerbench.env import ALIASES, load_rows, split_rows
+from orchestra.envs.routerbench.data import ALIASES, load_rows, split_rows
 
 BASELINES = ["cheapest", "random", "knn", "cascade", "oracle"]
 

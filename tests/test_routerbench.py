@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from orchestra import ScriptedBackend, Toolbox, run_episode
+from orchestra.envs.routerbench import data
 from orchestra.envs.routerbench import env as rb
 from tests.envs import routerbench_env
 
@@ -85,14 +86,14 @@ async def test_ask_then_answer_pays_once_and_counts_per_model(winogrande):
 
 
 def test_split_is_stratified_seeded_and_disjoint(data_dir):
-    rows = rb.load_rows(data_dir / "routerbench")
-    train, dev = rb.split_rows(rows, 0.2, seed=0)
+    rows = data.load_rows(data_dir / "routerbench")
+    train, dev = data.split_rows(rows, 0.2, seed=0)
     assert {r.id for r in train}.isdisjoint({r.id for r in dev})
     assert len(train) + len(dev) == len(rows)
     for task_type in {r.task_type for r in rows}:
         share = sum(r.task_type == task_type for r in dev) / sum(r.task_type == task_type for r in rows)
         assert share == pytest.approx(0.2, abs=0.01)
-    assert [r.id for r in rb.split_rows(rows, 0.2, seed=0)[1]] == [r.id for r in dev]
+    assert [r.id for r in data.split_rows(rows, 0.2, seed=0)[1]] == [r.id for r in dev]
 
 
 def test_descriptions_use_training_statistics_only(data_dir):

@@ -33,12 +33,8 @@ from orchestra.backends.base import Sampling
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.backends.tiny import tiny_model, tiny_tokenizer
-from orchestra.envs.routerbench.env import (
-    ALIASES,
-    RouterBench,
-    last_question,
-    load_rows,
-)
+from orchestra.envs.routerbench.data import ALIASES, last_question, load_rows
+from orchestra.envs.routerbench.env import RouterBench
 from orchestra.envs.routerbench.prompt import COMPACT_INSTRUCTIONS, compact_prompt
 from orchestra.envs.routerbench.training import default_preference
 from orchestra.preferences import Limits

@@ -180,8 +180,8 @@ def test_train_models_naming_an_unknown_model_fails_at_load_with_the_field(data_
 
 
 def test_a_repriced_teacher_keeps_its_trade_off_so_a_cheaper_gpt4_is_used_more_and_a_dearer_model_less(data_dir):
+    from orchestra.envs.routerbench.data import load_rows
     from orchestra.envs.routerbench.demonstrations import fit_consult_policy
-    from orchestra.envs.routerbench.env import load_rows
 
     rows = load_rows(data_dir / "routerbench")
     recorded = fit_consult_policy(rows)
@@ -200,8 +200,8 @@ def test_a_price_change_moves_only_the_routes_it_concerns(data_dir):
     change can only move a route toward it (cheaper: the new route asks it) or away from it (dearer: the old route
     asked it). A dollar budget refit at the new prices fails this: claude-2 at a tenth of its price turned the arc
     route into yi-34b alone."""
+    from orchestra.envs.routerbench.data import load_rows
     from orchestra.envs.routerbench.demonstrations import fit_consult_policy
-    from orchestra.envs.routerbench.env import load_rows
 
     rows = load_rows(data_dir / "routerbench")
     recorded = fit_consult_policy(rows).routes
@@ -225,8 +225,8 @@ def test_a_price_change_moves_only_the_routes_it_concerns(data_dir):
 def test_avoiding_a_provider_is_pricing_it_out_at_the_same_trade_off(data_dir):
     """Ruling a provider's models out and making them a thousand times dearer give the teacher the same routes: the
     rate λ is the recorded-price fit's either way, so an avoid changes the options, not the trade-off."""
+    from orchestra.envs.routerbench.data import PROVIDERS, load_rows
     from orchestra.envs.routerbench.demonstrations import fit_consult_policy
-    from orchestra.envs.routerbench.env import PROVIDERS, load_rows
 
     rows = load_rows(data_dir / "routerbench")
     models = sorted({m for r in rows for m in r.records})
@@ -261,8 +261,9 @@ def test_varied_offers_draw_subsets_and_prices_keep_the_demo_preferences_and_lea
 
 def test_a_demonstration_never_shows_a_model_with_no_recorded_answer_for_its_row(env):
     from orchestra.envs.base import Example
+    from orchestra.envs.routerbench.data import Row
     from orchestra.envs.routerbench.demonstrations import fit_consult_policy
-    from orchestra.envs.routerbench.env import RouterBench, Row
+    from orchestra.envs.routerbench.env import RouterBench
     from orchestra.envs.routerbench.training import default_preference
 
     row = next(r for r in env.rows if r.task_type == "arc-challenge")

@@ -120,7 +120,7 @@ def demo_generalize(
         console, plan, {**env_cfg, **PRICED}, seed, priced))
 
     console.rule("[bold]2. SFT with three models never offered")
-    from orchestra.envs.routerbench.env import ALIASES
+    from orchestra.envs.routerbench.data import ALIASES
 
     unseen = out / "unseen" / "sft" / "orchestrator"
     seen_env = {**env_cfg, "train_models": [m for m in ALIASES.values() if m not in UNSEEN]}
@@ -193,7 +193,7 @@ def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], facto
 def _evaluate_avoid(console: Console, out: Path, env_cfg: dict[str, Any], orchestrator: str, plan: Any,
                     seed: int) -> dict[str, Any]:
     from orchestra.envs.registry import load_suite
-    from orchestra.envs.routerbench.env import PROVIDERS
+    from orchestra.envs.routerbench.data import PROVIDERS
     from orchestra.evaluate.spec import SpecContext
 
     suite = load_suite(env_cfg, part="dev")

@@ -23,13 +23,8 @@ BASELINE_FORMS = ("always:<model>", "cheapest", "random", "oracle", "cascade", "
 def load(config: Config) -> Suite:
     from orchestra.envs.registry import file_digest
     from orchestra.envs.routerbench import training
-    from orchestra.envs.routerbench.env import (
-        PROVIDERS,
-        ModelStats,
-        RouterBench,
-        load_rows,
-        split_rows,
-    )
+    from orchestra.envs.routerbench.data import PROVIDERS, ModelStats, load_rows, split_rows
+    from orchestra.envs.routerbench.env import RouterBench
     from orchestra.envs.routerbench.prompt import compact_prompt
     from orchestra.errors import ConfigError
     from orchestra.paths import shared_data

@@ -31,7 +31,8 @@ import numpy as np
 
 from orchestra.answers import extract_choice
 from orchestra.backends.base import ChatBackend, Sampling
-from orchestra.envs.routerbench.env import ReplayInstance, Row
+from orchestra.envs.routerbench.data import Row
+from orchestra.envs.routerbench.env import ReplayInstance
 from orchestra.errors import ConfigError
 from orchestra.task import Instance
 from orchestra.tools.spec import ToolSpec

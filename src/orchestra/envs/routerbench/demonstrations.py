@@ -24,7 +24,8 @@ import numpy as np
 
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.envs.routerbench.baselines import Outcomes
-from orchestra.envs.routerbench.env import Row, shown_letter
+from orchestra.envs.routerbench.data import Row
+from orchestra.envs.routerbench.env import shown_letter
 from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
 

@@ -24,8 +24,9 @@ from typing import Any
 
 from orchestra.envs.base import Demonstration, Example, draw
 from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
+from orchestra.envs.routerbench.data import PROVIDERS
 from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
-from orchestra.envs.routerbench.env import PROVIDERS, RouterBench, shown_letter
+from orchestra.envs.routerbench.env import RouterBench, shown_letter
 from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.preferences import Limits, Preferences, avoiding
 from orchestra.rollout.batch import EpisodeSettings, run_task
