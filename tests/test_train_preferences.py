@@ -325,6 +325,18 @@ def test_tempered_decisions_show_rare_decisions_more_often_and_keep_the_disagree
     assert consult and abs(sum(consult) / len(consult) - 0.5) < 0.1
 
 
+def test_rebalancing_a_decision_with_one_kind_of_consult_still_draws_every_demonstration(env):
+    from orchestra.envs.routerbench.training import consulted_pair_disagreed, rebalance
+
+    demos = asyncio.run(collect_demonstrations(env, sample_examples(env, PreferenceMix(), seed=0, limit=80)))
+    disagreeing = [d for d in demos if consulted_pair_disagreed(d[1]) is True]
+    agreeing = [d for d in demos if consulted_pair_disagreed(d[1]) is False]
+    assert disagreeing and agreeing  # the stress: each kind alone
+    for kind in (disagreeing, agreeing):
+        picked = rebalance(kind, 0.5, 12, 0)
+        assert len(picked) == 12 and all(d in kind for d in picked)
+
+
 def test_decision_temper_out_of_range_names_the_field(data_dir):
     from orchestra.envs.registry import load_suite
 

@@ -238,15 +238,16 @@ def balance_decisions(items: Sequence[Demonstration], disagreement_share: float 
 def rebalance(items: Sequence[Demonstration], disagreement_share: float, n: int,
               seed: int) -> list[Demonstration]:
     """`n` demonstrations in which consult episodes whose two answers disagree make up `disagreement_share` of the
-    consult episodes (sampling with replacement from the rarer kind when needed). Disagreements are the minority
-    (~25%) yet hold the one decision that matters, escalating; without rebalancing a small model never learns it."""
+    consult episodes (sampling with replacement from the rarer kind when needed; all of one kind when the other is
+    absent, so that `n` are always drawn). Disagreements are the minority (~25%) yet hold the one decision that
+    matters, escalating; without rebalancing a small model never learns it."""
     rng = random.Random(seed)
     direct = [x for x in items if consulted_pair_disagreed(x[1]) is None]
     agree = [x for x in items if consulted_pair_disagreed(x[1]) is False]
     disagree = [x for x in items if consulted_pair_disagreed(x[1]) is True]
     consult_share = (len(agree) + len(disagree)) / max(1, len(items))
     n_consult = round(n * consult_share)
-    n_disagree = round(n_consult * disagreement_share) if disagree else 0
+    n_disagree = (round(n_consult * disagreement_share) if agree else n_consult) if disagree else 0
     picked = draw(rng, direct, n - n_consult) + draw(rng, agree, n_consult - n_disagree) + draw(
         rng, disagree, n_disagree)
     rng.shuffle(picked)
