@@ -19,8 +19,7 @@
    the offered models left out of the price list and introduced as new under the handles new1, new2, ..., beside the
    listed model closest to each in accuracy ("New models: new1 like mixtral (84% vs 85%), 0.6x its price."), the
    model behind a handle changing from example to example, each introduced model repriced by a log-uniform factor in
-   0.1-10x; evaluated at recorded prices with the `UNSEEN` models
-   introduced so.
+   0.1-10x; evaluated at recorded prices with the `UNSEEN` models introduced so.
 3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
    four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
    provider, and the accuracy lost against no instruction.
@@ -76,10 +75,11 @@ which a student reads where it does not read the price list; decisions tempered 
 change calls for (answer gpt-4 outright) are not drowned by the usual ones. The evaluated repricings are single
 changes of this kind, at factors no example drew exactly."""
 NEW = {"preferences": {"new_model_share": 0.5, "new_model_prices": [0.1, 10.0]}, "decision_temper": 0.5}
-"""The introduced-models orchestrator's environment settings (beside `train_models` without `UNSEEN`): a model it
-calls by a handle it was taught to call by introduction, the models behind the handles changing from example to
-example, each at a price factor in 0.1-10x (trained at their own prices, the introduced models resembled only what
-known models resemble, and a model like claude-1 at a tenth of its price, as yi-34b is introduced, was never seen); decisions tempered as the demo's, so "consult the new model" is not drowned."""
+"""The introduced-models orchestrator's environment settings (beside `train_models` without `UNSEEN`): it calls a
+model by a handle it was taught to call by introduction, the models behind the handles changing from example to
+example, each at a price factor in 0.1-10x (at their own prices the introduced models resembled only what known
+models resemble, and a model like claude-1 at a tenth of its price, as yi-34b is introduced, was never seen);
+decisions tempered as the demo's, so "consult the new model" is not drowned."""
 PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-priced",
                   "orchestra-described")
 LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded prices)",

@@ -53,7 +53,7 @@ def load(config: Config) -> Suite:
         factors = _factors(config.recorded_prices, stats, env.models)
         tasks = [env.offer(t, price_factors=factors) for t in tasks]
     if config.new_models:
-        tasks = [env.introduce(t, config.new_models, training.new_handles(config.new_models)) for t in tasks]
+        tasks = [env.introduce(t, config.new_models) for t in tasks]
     if part == "train" and config.max_tasks is not None:
         tasks = tasks[: config.max_tasks]
     identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,

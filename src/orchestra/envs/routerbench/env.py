@@ -112,11 +112,12 @@ class RouterBench:
         """`task` with the offered models `new` out of the price list, introduced in the request instead as new
         models, each beside the listed model closest to it in training-part accuracy on the task's type (ties to
         the closer price): `new_models` maps the name it goes by to (that model, both accuracies in percent, its
-        price over that model's). `aliases` (name -> model) gives some of them another name, the only one they
-        answer to in the episode (training and `new_models` use the handles new1, new2, ...: a model behind a
-        handle is called by reading its introduction, which is what lets a student call a model it never saw)."""
+        price over that model's). `aliases` (name -> model; default `new_handles(new)`) are the names they answer
+        to in the episode, the only ones: a model behind a handle is called by reading its introduction, which is
+        what lets a student call a model it never saw."""
         offered = tuple(task.metadata.get("offered") or self.models)
-        named = {real: name for name, real in (aliases or {}).items()}
+        aliases = new_handles(new) if aliases is None else aliases
+        named = {real: name for name, real in aliases.items()}
         unknown = sorted((set(new) | set(named)) - set(offered))
         if unknown or not set(named) <= set(new):
             raise ConfigError(f"routerbench new models: {unknown or sorted(set(named) - set(new))} "
@@ -140,10 +141,8 @@ class RouterBench:
         for m in new:
             like = min(listed, key=lambda k: (abs(accuracy(k) - accuracy(m)), abs(math.log(price(k) / price(m)))))
             introduced[named.get(m, m)] = (like, accuracy(m), accuracy(like), price(m) / price(like))
-        metadata = {**task.metadata, "offered": offered, "new_models": introduced,
+        metadata = {**task.metadata, "offered": offered, "new_models": introduced, "aliases": dict(aliases),
                     "prices_per_1k": {m: p for m, p in task.metadata["prices_per_1k"].items() if m not in new}}
-        if aliases:
-            metadata["aliases"] = dict(aliases)
         if "accuracy_on_type" in metadata:
             metadata["accuracy_on_type"] = {m: a for m, a in metadata["accuracy_on_type"].items() if m not in new}
         return replace(task, metadata=metadata)
@@ -157,8 +156,7 @@ class RouterBench:
         offered = tuple(task.metadata.get("offered") or self.models)
         factors = dict(task.metadata.get("price_factors") or {})
         aliases = dict(task.metadata.get("aliases") or {})
-        hidden = set(aliases.values())
-        names = {**{m: m for m in offered if m not in hidden}, **aliases}
+        names = {**{m: m for m in offered if m not in aliases.values()}, **aliases}
         consulted: list[tuple[str, str | None]] = []
         tools = self._tools(row, asked, names, factors, consulted)
 
@@ -231,6 +229,13 @@ class RouterBench:
                  kind="generalist", max_cost=worst_case),
             tool(answer, cost=card, kind="generalist", max_cost=worst_case),
         ]
+
+
+def new_handles(models: Sequence[str]) -> dict[str, str]:
+    """The names models introduced as new answer to, in order: {"new1": first, "new2": second, ...}. A handle is a
+    word a small student writes as easily as a model it knows (made-up model names had to be copied letter by letter,
+    and a student trained on 576 demonstrations wrote its own variants of them)."""
+    return {f"new{i}": m for i, m in enumerate(models, 1)}
 
 
 def show_answer(response: str, multiple_choice: bool) -> str:

@@ -45,13 +45,6 @@ def avoid_preference(provider: str, models: Sequence[str], cost_weight: float = 
     return avoiding(avoided, models, f"Avoid {label} models.", cost=cost_weight), avoided
 
 
-def new_handles(models: Sequence[str]) -> dict[str, str]:
-    """The names models introduced as new answer to, in order: {"new1": first, "new2": second, ...}. A handle is a
-    word a small student writes as easily as a model it knows (made-up model names had to be copied letter by letter,
-    and a student trained on 576 demonstrations wrote its own variants of them)."""
-    return {f"new{i}": m for i, m in enumerate(models, 1)}
-
-
 def default_preference(cost_weight: float = 0.5) -> Preferences:
     return Preferences(outcome=1.0, cost=cost_weight)
 
@@ -91,7 +84,7 @@ def sample_examples(env: RouterBench, mix: PreferenceMix, seed: int, limit: int 
 def with_new_models(env: RouterBench, example: Example, mix: PreferenceMix, rng: random.Random) -> Example:
     """`example`, with probability `mix.new_model_share` introducing 1 to `mix.max_new_models` of its offered models
     (none it avoids, one at least left listed) as new models, in random order under the handles new1, new2, ...
-    (`new_handles`), each repriced by a log-uniform factor in `mix.new_model_prices`: the model behind a handle
+    (`env.new_handles`), each repriced by a log-uniform factor in `mix.new_model_prices`: the model behind a handle
     changes from example to example, so calling one is learnt as reading its introduction, never as recalling a
     name; and repriced, a known model resembles at a new price what no known model is (a model as accurate as
     claude-1 at a tenth of its price)."""
@@ -103,9 +96,8 @@ def with_new_models(env: RouterBench, example: Example, mix: PreferenceMix, rng:
     new = rng.sample(candidates, rng.randint(1, most))
     lo, hi = (math.log(x) for x in mix.new_model_prices)
     factors = {**(example.task.metadata.get("price_factors") or {}), **{m: math.exp(rng.uniform(lo, hi)) for m in new}}
-    task = env.offer(example.task, offered, factors) if mix.new_model_prices != (1.0, 1.0) else example.task
-    aliases = new_handles(new)
-    return Example(env.introduce(task, new, aliases), example.preferences, example.avoided, example.family)
+    task = env.introduce(env.offer(example.task, offered, factors), new)
+    return Example(task, example.preferences, example.avoided, example.family)
 
 
 def varied_offer(env: RouterBench, task: Task, models: Sequence[str], mix: PreferenceMix,
