@@ -56,15 +56,17 @@ class ResultStore:
         self._lock()
         records = read_items(self.items_path, repair=True)
         stale = sorted({r.get("config_hash") for r in records} - {config_hash}, key=str)
-        if stale and not force and same_run is not None and stale == [self._stored_hash()] and same_run(
-                self._stored_config(), json.loads(json.dumps(config, default=str))):
+        stored_hash, stored_config = self._stored()
+        plain = json.loads(json.dumps(config, default=str))
+        moved = bool(stale) and stale == [stored_hash] and same_run is not None and not force
+        if moved and same_run(stored_config, plain):
             records = [{**r, "config_hash": config_hash} for r in records]
             _atomic_write_lines(self.items_path, records)
             stale = []
         if stale:
             if not force:
                 self.close()
-                changed = changed_inputs(self._stored_config(), json.loads(json.dumps(config, default=str)))
+                changed = changed_inputs(stored_config, plain)
                 raise ConfigError(
                     f"{self.run_dir} holds {len(records)} results made with other inputs (changed: "
                     f"{', '.join(changed) or 'unknown'}; config hash {', '.join(map(str, stale))}, now "
@@ -79,17 +81,13 @@ class ResultStore:
         self._ids = set(done)
         return done
 
-    def _stored_hash(self) -> str | None:
+    def _stored(self) -> tuple[str | None, Mapping[str, Any]]:
+        """The config hash and config of the run's `config.json` (None and {} when it is missing or unreadable)."""
         try:
-            return json.loads(self.config_path.read_text()).get("config_hash")
+            stored = json.loads(self.config_path.read_text())
         except (OSError, ValueError):
-            return None
-
-    def _stored_config(self) -> Mapping[str, Any]:
-        try:
-            return json.loads(self.config_path.read_text()).get("config") or {}
-        except (OSError, ValueError):
-            return {}
+            return None, {}
+        return stored.get("config_hash"), stored.get("config") or {}
 
     def append(self, record: Mapping[str, Any]) -> bool:
         """Append one finished item (one write + fsync). False, and nothing written, when its id is already in."""
