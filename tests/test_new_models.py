@@ -144,3 +144,23 @@ def test_an_avoid_preference_over_disguised_models_still_rules_out_the_provider(
         expected = avoid_preference("anthropic", env.models)[1]
         assert example.avoided == expected
         assert not set(example.task.metadata["aliases"].values()) & expected
+
+
+def test_the_teacher_plans_an_introduced_model_from_its_introduction_alone(env):
+    from orchestra.envs.routerbench.demonstrations import fit_consult_policy
+
+    def routes(real, like, ratio):
+        """Per task type, the route with `real` introduced as new1 "like `like` at `ratio`x its price"."""
+        others = [m for m in env.models if m not in ("yi-34b", "mistral-7b") or m == real]
+        policy = fit_consult_policy(env.rows, allowed=others, stand_ins={real: (like, ratio)})
+        name = {real: "new1"}
+        return {t: (name.get(r.direct, r.direct), tuple(name.get(m, m) for m in r.pair or ()),
+                    name.get(r.escalate, r.escalate)) for t, r in policy.routes.items()}
+
+    # yi-34b and mistral-7b differ by 30 points on arc; introduced alike, they are demonstrated alike
+    for like, ratio in (("claude-1", 0.1), ("gpt-4", 0.01), ("mixtral", 0.5), ("mistral-7b", 1.0)):
+        assert routes("yi-34b", like, ratio) == routes("mistral-7b", like, ratio), (like, ratio)
+    cheap_gpt4 = routes("mistral-7b", "gpt-4", 0.01)  # what the request says: gpt-4's answers at 1% of its price
+    assert all(route[0] == "new1" for t, route in cheap_gpt4.items() if t != "mbpp"), cheap_gpt4
+    unpromising = routes("yi-34b", "mistral-7b", 1.0)
+    assert not any("new1" in (route[0], *route[1], route[2]) for route in unpromising.values()), unpromising

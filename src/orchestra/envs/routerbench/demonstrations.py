@@ -50,7 +50,7 @@ class ConsultPolicy:
 def fit_consult_policy(
     rows: Sequence[Row], *, allowed: Iterable[str] | None = None, escalate: str = "gpt-4",
     max_cost_share: float = 0.3, max_pair_price_usd: float = 0.001,
-    price_factors: Mapping[str, float] | None = None,
+    price_factors: Mapping[str, float] | None = None, stand_ins: Mapping[str, tuple[str, float]] | None = None,
 ) -> ConsultPolicy:
     """Per task type, the route that trades accuracy for dollars at the teacher's rate λ, among the routes the
     `allowed` models make at the prices `price_factors` set (recorded cost x factor).
@@ -66,10 +66,16 @@ def fit_consult_policy(
     it had been consulted beside mixtral; with gpt models avoided, a budget of 0.3 x claude-2's cost), which a
     student then has to learn as noise.
 
+    `stand_ins` (model -> (listed model, price ratio)): models the episode introduces as new, "like" a listed model
+    at a ratio of its price (`RouterBench.introduce`). The policy plans each as what the request says of it: the
+    listed model's outcomes at that ratio of its cost, and never the escalation model by name. So a demonstration
+    calls an introduced model where its introduction makes it worth calling, which a student can learn from the
+    request, and never on the strength of recorded outcomes the request does not show.
+
     Routes are scored on arrays of the recorded outcomes (`Outcomes`, built once per row list and reused), so a fit
     takes milliseconds: training refits the policy for every set of offered models, prices and preference family."""
     models, tables = _tables(rows)
-    recorded = _scored_options(tables, models, set(models), escalate, max_pair_price_usd, {})
+    recorded = _scored_options(tables, models, set(models), escalate, max_pair_price_usd, {}, {})
     sizes = {t: len(o.correct) for t, o in tables.items()}
     budget = max_cost_share * sum(cost * sizes[t] for t, cost in recorded.top_cost.items())
     best: tuple[float, float, dict[str, Route]] | None = None
@@ -80,7 +86,8 @@ def fit_consult_policy(
         if cost <= budget and (best is None or (correct, -cost) > (best[0], -best[1])):
             best = (correct, cost, routes)
     allowed_set = set(allowed) if allowed is not None else set(models)
-    options = _scored_options(tables, models, allowed_set, escalate, max_pair_price_usd, price_factors or {})
+    options = _scored_options(tables, models, allowed_set, escalate, max_pair_price_usd, price_factors or {},
+                              stand_ins or {})
     if best is None:
         return ConsultPolicy({t: min(opts, key=lambda x: x[1])[2] for t, opts in options.options.items()})
     lam = _price_of_accuracy(recorded.options, best[2])
@@ -96,14 +103,17 @@ class _Options:
 
 
 def _scored_options(tables: Mapping[str, Outcomes], models: Sequence[str], allowed: set[str], escalate: str,
-                    max_pair_price_usd: float, price_factors: Mapping[str, float]) -> _Options:
+                    max_pair_price_usd: float, price_factors: Mapping[str, float],
+                    stand_ins: Mapping[str, tuple[str, float]]) -> _Options:
     """Every route of every task type, scored at the recorded costs x `price_factors`: each allowed model alone, and
-    (for letter-answer types) each ordered pair of cheap allowed models escalating to the top model."""
+    (for letter-answer types) each ordered pair of cheap allowed models escalating to the top model. A model in
+    `stand_ins` is scored as its listed model at the given ratio of that model's cost (see `fit_consult_policy`)."""
     factors = np.array([float(price_factors.get(m, 1.0)) for m in models])
     options, top_cost = {}, {}
     for task_type, outcomes in tables.items():
-        group = _Scorer(outcomes, outcomes.cost_usd * factors)
-        top = escalate if escalate in allowed else max(
+        planned, cost = _planned(outcomes, outcomes.cost_usd * factors, stand_ins)
+        group = _Scorer(planned, cost)
+        top = escalate if escalate in allowed and escalate not in stand_ins else max(
             sorted(allowed), key=lambda m: group.score(Route(direct=m))[0])
         top_cost[task_type] = _Scorer(outcomes, outcomes.cost_usd).mean_cost(top)
         cheap = [m for m in models if m in allowed and m != top and group.mean_cost(m) <= max_pair_price_usd]
@@ -112,6 +122,21 @@ def _scored_options(tables: Mapping[str, Outcomes], models: Sequence[str], allow
             routes += [Route(pair=(a, b), escalate=top) for a, b in itertools.permutations(cheap, 2)]
         options[task_type] = [(*group.score(r), r) for r in routes]
     return _Options(options, top_cost)
+
+
+def _planned(outcomes: Outcomes, cost: np.ndarray, stand_ins: Mapping[str, tuple[str, float]],
+             ) -> tuple[Outcomes, np.ndarray]:
+    """`outcomes` and per-row `cost` with each stand-in's columns those of its listed model (cost x its ratio)."""
+    if not stand_ins:
+        return outcomes, cost
+    index = {m: j for j, m in enumerate(outcomes.models)}
+    columns = np.arange(len(outcomes.models))
+    ratios = np.ones(len(outcomes.models))
+    for model, (like, ratio) in stand_ins.items():
+        columns[index[model]], ratios[index[model]] = index[like], ratio
+    planned = Outcomes(outcomes.models, outcomes.correct[:, columns], outcomes.available[:, columns],
+                       outcomes.cost_usd[:, columns], outcomes.letter[:, columns])
+    return planned, cost[:, columns] * ratios
 
 
 def _best(options: list[tuple[float, float, Route]], lam: float) -> Route:

@@ -8,7 +8,8 @@ Preferences (per example, seeded by (seed, task id) so a resumed run draws the s
 - `sampler: paper`: offered subsets, repricing and P families (`paper_examples`).
 - new models (`new_model_share`): some offered models left out of the price list and introduced in the request under
   the handles new1, new2, ... (`with_new_models`), so a student learns to call a model it never saw by its
-  introduction.
+  introduction. The demonstration policy plans an introduced model as its introduction describes it (the listed
+  model it is like, at the stated ratio of that model's price), never by the recorded outcomes behind the handle.
 
 Demonstrations: the consult-and-compare policy (`orchestra.envs.routerbench.demonstrations`) fit on the training
 rows, refit per set of avoided models, offered models, prices and preference family, run through the real episode
@@ -173,12 +174,15 @@ async def _demonstrate(env: RouterBench, example: Example, ruled_out: frozenset[
     """The consult policy's episode on `example`, fit (once per key, kept in `policies`) without `ruled_out`."""
     offered = example.task.metadata.get("offered") or env.models
     factors = example.task.metadata.get("price_factors") or {}
-    key = (ruled_out, tuple(offered), tuple(sorted(factors.items())), example.family)
+    aliases = example.task.metadata.get("aliases") or {}
+    stand_ins = {aliases.get(name, name): (like, ratio)
+                 for name, (like, _, _, ratio) in (example.task.metadata.get("new_models") or {}).items()}
+    key = (ruled_out, tuple(offered), tuple(sorted(factors.items())), example.family, tuple(sorted(stand_ins.items())))
     if key not in policies:
         policies[key] = fit_consult_policy(
             env.rows, allowed=[m for m in offered if m not in ruled_out], price_factors=factors,
-            max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]))
-    names = {real: name for name, real in (example.task.metadata.get("aliases") or {}).items()}
+            max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]), stand_ins=stand_ins)
+    names = {real: name for name, real in aliases.items()}
     result = await run_task(env, example.task, consult_backend(policies[key], names), DEMO_SETTINGS,
                             preferences=example.preferences)
     return result.trajectory
