@@ -99,8 +99,8 @@ def eval_command(
     env: Annotated[str, typer.Argument(help="Environment: routerbench, qa or tau (see `orchestra env list`).")],
     orchestrator: Annotated[list[str], typer.Option("--orchestrator", "-o", help="Spec (repeatable): the "
                             "environment's baselines (routerbench: always:<model>, cheapest, random, oracle, "
-                            "cascade[:m1,m2,...], knn[:lambda]), prompted:<model>, prompted:local, a checkpoint "
-                            "folder, or an http(s):// endpoint.")],
+                            "cascade[:m1,m2,...], knn[:lambda], teacher[:m1,m2,...]), prompted:<model>, "
+                            "prompted:local, a checkpoint folder, or an http(s):// endpoint.")],
     data: Annotated[str | None, typer.Option(help="Data file or folder (default: the shared data).")] = None,
     out: Annotated[Path, typer.Option(help="Parent folder; each spec runs in OUT/<spec slug>.")] = Path("runs"),
     part: Annotated[str | None, typer.Option(help="train, dev or all (qa: all, dev, test, START:STOP; tau: a "

@@ -17,7 +17,8 @@ from orchestra.envs.routerbench.config import MAX_TURNS, TURN_TOKENS, Config, Pr
 
 __all__ = ["Config", "PreferenceMix", "load"]
 
-BASELINE_FORMS = ("always:<model>", "cheapest", "random", "oracle", "cascade", "cascade:<m1>,<m2>,...", "knn")
+BASELINE_FORMS = ("always:<model>", "cheapest", "random", "oracle", "cascade", "cascade:<m1>,<m2>,...", "knn",
+                  "teacher", "teacher:<m1>,<m2>,...")
 
 
 def load(config: Config) -> Suite:
@@ -137,6 +138,12 @@ def _baselines(env: Any, train_rows: list[Any], seed: int) -> dict[str, Any]:
         router = b.fit_knn(train_rows, models, lam=lam, seed=seed)
         return b.Knn(router, name="knn" if not arg else f"knn:{arg}")
 
+    def teacher(arg: str) -> Any:
+        from orchestra.envs.routerbench.demonstrations import Teacher
+
+        chosen = [m.strip() for m in arg.split(",") if m.strip()] if arg else None
+        return Teacher(train_rows, chosen, name=f"teacher:{arg}" if arg else "teacher")
+
     return {
         "always": always,
         "cheapest": lambda arg: b.cheapest(models, env.stats.mean_cost_usd),
@@ -144,4 +151,5 @@ def _baselines(env: Any, train_rows: list[Any], seed: int) -> dict[str, Any]:
         "oracle": lambda arg: b.Oracle(models),
         "cascade": cascade,
         "knn": knn,
+        "teacher": teacher,
     }

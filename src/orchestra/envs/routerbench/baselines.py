@@ -14,6 +14,8 @@ Policies
   training rows.
 - `Knn(router)`: a k-nearest-neighbour router (`KnnRouter`: TF-IDF over the task text, numpy only) choosing the model
   that maximizes mean recorded correctness among the neighbours minus lambda x their mean cost, then answering with it.
+- `teacher[:m1,m2,...]`: the demonstrations' consult-and-compare policy (`demonstrations.Teacher`), what a perfect
+  student of the SFT demonstrations would score.
 
 Each policy is an `InstancePolicy`: the batch runner binds it to the episode's `ReplayInstance`, so it reads the row
 and the answers its `ask` calls got from the instance's own records (`ReplayInstance.consulted`), never from prompt or

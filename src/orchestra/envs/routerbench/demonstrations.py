@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orchestra.backends.base import Sampling
 from orchestra.backends.scripted import ScriptedBackend
-from orchestra.envs.routerbench.baselines import Outcomes
+from orchestra.envs.routerbench.baselines import Outcomes, RuleBaseline
 from orchestra.envs.routerbench.data import Row
-from orchestra.envs.routerbench.env import shown_letter
+from orchestra.envs.routerbench.env import ReplayInstance, shown_letter
+from orchestra.errors import ConfigError
 from orchestra.toolcalls import render_hermes
 from orchestra.types import Message
 
@@ -212,6 +214,30 @@ def _pick(options: list[tuple[float, float, Route]], route: Route) -> tuple[floa
     return next((acc, cost) for acc, cost, r in options if r == route)
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What a task's request says of its models, as the teacher plans with it: the models offered, their price
+    factors, the introduced ones as stand-ins (model -> (listed model it is like, price ratio); see
+    `fit_consult_policy`) and the names models answer to (model -> handle, for introduced ones)."""
+
+    offered: tuple[str, ...]
+    factors: Mapping[str, float]
+    stand_ins: Mapping[str, tuple[str, float]]
+    names: Mapping[str, str]
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, object], models: Sequence[str]) -> Offer:
+        aliases: Mapping[str, str] = metadata.get("aliases") or {}  # type: ignore[assignment]
+        introduced: Mapping[str, tuple] = metadata.get("new_models") or {}  # type: ignore[assignment]
+        return cls(tuple(metadata.get("offered") or models),  # type: ignore[arg-type]
+                   dict(metadata.get("price_factors") or {}),  # type: ignore[call-overload]
+                   {aliases.get(name, name): (like, ratio) for name, (like, _, _, ratio) in introduced.items()},
+                   {real: name for name, real in aliases.items()})
+
+    def key(self) -> tuple[object, ...]:
+        return (self.offered, tuple(sorted(self.factors.items())), tuple(sorted(self.stand_ins.items())))
+
+
 def consult_backend(policy: ConsultPolicy, names: Mapping[str, str] | None = None) -> ScriptedBackend:
     """The policy as an orchestrator: reads the task type from the prompt and the answers from tool messages, and
     calls each model by its name in `names` (model -> name, for models introduced under another; default its own)."""
@@ -231,6 +257,44 @@ def consult_backend(policy: ConsultPolicy, names: Mapping[str, str] | None = Non
         return render_hermes("answer", {"model": names.get(chosen, chosen)})
 
     return ScriptedBackend(act, model="consult-policy")
+
+
+class Teacher(RuleBaseline):
+    """The demonstrations' policy as a baseline (`teacher`): fit on the training rows for each episode's offer (its
+    offered models, prices and introduced models, as the demonstrations are), at the demonstrations' default
+    budget share, so an evaluation shows what a perfect student of the demonstrations would score. `models`: plan
+    with these only (`teacher:<m1>,<m2>,...`). It asks a route's two models one per turn (the demonstrations ask
+    both in one turn: the same calls at the same cost). It does not read instructions: evaluate it without an
+    avoid preference, or with `models` leaving the avoided ones out."""
+
+    def __init__(self, rows: Sequence[Row], models: Sequence[str] | None = None, name: str = "teacher"):
+        known = _tables(rows)[0]
+        unknown = sorted(set(models or ()) - set(known))
+        if unknown or models == []:
+            raise ConfigError(f"baseline {name}: unknown models {unknown} (known: {', '.join(known)})" if unknown
+                              else f"baseline {name}: name at least one model")
+        self.rows, self.only, self.name = rows, tuple(models) if models else None, name
+        self.details = {"models": list(self.only or known)}
+        self._policies: dict[tuple[object, ...], ConsultPolicy] = {}
+
+    def decide(self, instance: ReplayInstance, sampling: Sampling) -> tuple[str, str]:
+        offer = Offer.of(instance.task.metadata, _tables(self.rows)[0])
+        allowed = tuple(m for m in offer.offered if self.only is None or m in self.only)
+        key = (allowed, *offer.key())
+        if key not in self._policies:
+            self._policies[key] = fit_consult_policy(self.rows, allowed=allowed, price_factors=offer.factors,
+                                                     stand_ins=offer.stand_ins)
+        route, asked = self._policies[key].route(instance.row.task_type), instance.consulted
+        if route.direct is not None:
+            chosen = route.direct
+        elif len(asked) < 2:
+            assert route.pair is not None
+            model = route.pair[len(asked)]
+            return "ask", offer.names.get(model, model)
+        else:
+            assert route.pair is not None and route.escalate is not None
+            chosen = route.pair[0] if asked[0][1] is not None and asked[0][1] == asked[1][1] else route.escalate
+        return "answer", offer.names.get(chosen, chosen)
 
 
 def describe(policy: ConsultPolicy) -> str:

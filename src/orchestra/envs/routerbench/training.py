@@ -26,7 +26,12 @@ from typing import Any
 from orchestra.envs.base import Demonstration, Example, draw
 from orchestra.envs.routerbench.config import MAX_TURNS, PreferenceMix
 from orchestra.envs.routerbench.data import PROVIDERS
-from orchestra.envs.routerbench.demonstrations import ConsultPolicy, consult_backend, fit_consult_policy
+from orchestra.envs.routerbench.demonstrations import (
+    ConsultPolicy,
+    Offer,
+    consult_backend,
+    fit_consult_policy,
+)
 from orchestra.envs.routerbench.env import RouterBench, shown_letter
 from orchestra.envs.routerbench.prompt import compact_prompt
 from orchestra.preferences import Limits, Preferences, avoiding
@@ -172,18 +177,13 @@ async def collect_demonstrations(env: RouterBench, examples: Sequence[Example]) 
 async def _demonstrate(env: RouterBench, example: Example, ruled_out: frozenset[str],
                        policies: dict[tuple[Any, ...], ConsultPolicy]) -> Trajectory:
     """The consult policy's episode on `example`, fit (once per key, kept in `policies`) without `ruled_out`."""
-    offered = example.task.metadata.get("offered") or env.models
-    factors = example.task.metadata.get("price_factors") or {}
-    aliases = example.task.metadata.get("aliases") or {}
-    stand_ins = {aliases.get(name, name): (like, ratio)
-                 for name, (like, _, _, ratio) in (example.task.metadata.get("new_models") or {}).items()}
-    key = (ruled_out, tuple(offered), tuple(sorted(factors.items())), example.family, tuple(sorted(stand_ins.items())))
+    offer = Offer.of(example.task.metadata, env.models)
+    key = (ruled_out, example.family, *offer.key())
     if key not in policies:
         policies[key] = fit_consult_policy(
-            env.rows, allowed=[m for m in offered if m not in ruled_out], price_factors=factors,
-            max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]), stand_ins=stand_ins)
-    names = {real: name for name, real in aliases.items()}
-    result = await run_task(env, example.task, consult_backend(policies[key], names), DEMO_SETTINGS,
+            env.rows, allowed=[m for m in offer.offered if m not in ruled_out], price_factors=offer.factors,
+            max_cost_share=COST_SHARE.get(example.family, COST_SHARE["default"]), stand_ins=offer.stand_ins)
+    result = await run_task(env, example.task, consult_backend(policies[key], offer.names), DEMO_SETTINGS,
                             preferences=example.preferences)
     return result.trajectory
 
