@@ -20,6 +20,9 @@
    listed model closest to each in accuracy ("New models: new1 like mixtral (84% vs 85%), 0.6x its price."), the
    model behind a handle changing from example to example, each introduced model repriced by a log-uniform factor in
    0.1-10x; evaluated at recorded prices with the `UNSEEN` models introduced so.
+   Beside them, the demonstrations' own policy (the `teacher` baseline, what a perfect student would score): with
+   all 11 models, with the 8 training ones only, and with `UNSEEN` introduced (planned from their introductions),
+   so the table says whether the unseen models pay off, not only whether a student calls them.
 3. Preference following per provider: the demo's orchestrator told to avoid each provider's models in turn (the
    four its training drew avoid-instructions for): accuracy, cost, the share of calls still made to the avoided
    provider, and the accuracy lost against no instruction.
@@ -90,7 +93,13 @@ LABELS = {"always:gpt-4": "always gpt-4", "cascade": "cascade (fit at recorded p
           "orchestra-described": "orchestra (SFT, those 3 never offered, random offers and prices, models described "
                                  "by accuracy)",
           "orchestra-new": "orchestra (SFT, those 3 never offered, offered models introduced as new under handles; "
-                           "evaluated with the 3 introduced as new)"}
+                           "evaluated with the 3 introduced as new)",
+          "teacher": "teacher (the demonstrations' policy), all 11 known",
+          "teacher-seen": "teacher over the 8 training models only",
+          "teacher-new": "teacher with the 3 introduced as new, planned from their introductions"}
+UNSEEN_ROWS = ("teacher", "orchestra", "teacher-seen", "orchestra-unseen", "orchestra-described", "teacher-new",
+               "orchestra-new")
+"""The unseen-models table's rows (at recorded prices), each teacher row above the students it bounds."""
 
 
 def demo_generalize(
@@ -123,7 +132,8 @@ def demo_generalize(
     from orchestra.envs.routerbench.data import ALIASES
 
     unseen = out / "unseen" / "sft" / "orchestrator"
-    seen_env = {**env_cfg, "train_models": [m for m in ALIASES.values() if m not in UNSEEN]}
+    seen = [m for m in ALIASES.values() if m not in UNSEEN]
+    seen_env = {**env_cfg, "train_models": seen}
     timings["sft_unseen_s"] = training_stage(console, unseen, lambda: _sft(console, plan, seen_env, seed, unseen))
 
     console.rule("[bold]3. SFT with three models never offered, random offers, models described by accuracy")
@@ -140,7 +150,8 @@ def demo_generalize(
     t = time.perf_counter()
     specs = {"always:gpt-4": "always:gpt-4", "cascade": "cascade", "knn": "knn", "orchestra": str(orchestrator),
              "orchestra-paper": str(paper), "orchestra-priced": str(priced), "orchestra-unseen": str(unseen),
-             "orchestra-described": str(described), "orchestra-new": str(new)}
+             "orchestra-described": str(described), "orchestra-new": str(new), "teacher": "teacher",
+             "teacher-seen": "teacher:" + ",".join(seen), "teacher-new": "teacher"}
     prices = {name: _evaluate_prices(console, out, env_cfg, factors, specs, plan, seed)
               for name, factors in REPRICINGS.items()}
     timings["prices_s"] = time.perf_counter() - t
@@ -176,10 +187,10 @@ def _evaluate_prices(console: Console, out: Path, env_cfg: dict[str, Any], facto
            "orchestra-priced": load_suite({**env_cfg, "recorded_prices": factors, "mark_price_changes": True},
                                           part="dev")}
     if not factors:
-        own["orchestra-new"] = load_suite({**env_cfg, "new_models": list(UNSEEN)}, part="dev")
+        own["orchestra-new"] = own["teacher-new"] = load_suite({**env_cfg, "new_models": list(UNSEEN)}, part="dev")
     runs_dir = out / "runs" / _folder(next(k for k, v in REPRICINGS.items() if v == factors))
     table = {}
-    labels = PRICE_POLICIES + (("orchestra-unseen", "orchestra-new") if not factors else ())
+    labels = PRICE_POLICIES + (tuple(r for r in UNSEEN_ROWS if r not in PRICE_POLICIES) if not factors else ())
     for label in labels:
         suite = own.get(label, plain)  # the prompt it was trained with
         tasks, ctx = dev_tasks(suite, plan.eval_limit), SpecContext(suite, seed)
@@ -236,8 +247,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
     unseen = set(summary["unseen_models"])
     lines += ["", "| recorded prices, all 11 models offered | accuracy | $/query | calls to " +
               ", ".join(sorted(unseen)) + " |", "|---|---|---|---|"]
-    for label in (p for p in ("orchestra", "orchestra-unseen", "orchestra-described", "orchestra-new")
-                  if p in prices[settings[0]]):
+    for label in (p for p in UNSEEN_ROWS if p in prices[settings[0]]):
         r = prices[settings[0]][label]
         share = sum(v for m, v in r["calls"].items() if m in unseen)
         lines.append(f"| {LABELS[label]} | {r['accuracy']:.3f} | {r['cost_per_query_usd']:.6f} | {share:.0%} |")
