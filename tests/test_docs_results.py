@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.commands import demo, demo_generalize, demo_seeds, demo_tools
+from orchestra.commands import demo_generalize, demo_results, demo_seeds, demo_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-RENDER = {"demo": demo.results_markdown, "demo-tools": demo_tools.results_markdown,
+RENDER = {"demo": demo_results.results_markdown, "demo-tools": demo_tools.results_markdown,
           "demo-generalize": demo_generalize.results_markdown, "demo-seeds": demo_seeds.results_markdown}
 QUOTED_IN = {"demo": ("README.md", "docs/demo.md"), "demo-tools": ("docs/demo-tools.md", "docs/training.md"),
              "demo-generalize": ("docs/demo.md",), "demo-seeds": ("docs/demo.md",)}

@@ -47,12 +47,11 @@ from orchestra.commands.demo import (
     QUICK,
     _done,
     _run_sft,
-    current_commit,
     dev_tasks,
     evaluate_spec,
-    run_footer,
     training_stage,
 )
+from orchestra.commands.demo_results import current_commit, run_footer
 from orchestra.errors import ConfigError
 from orchestra.train.config import SFTConfig
 

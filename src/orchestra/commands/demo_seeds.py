@@ -21,7 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestra.commands.demo import current_commit, demo
+from orchestra.commands.demo import demo
+from orchestra.commands.demo_results import current_commit
 
 POLICIES = {"untrained": "SmolLM2-135M untrained (prompted)", "sft": "SFT only", "orchestra": "SFT + GRPO"}
 

@@ -112,7 +112,7 @@ def demo_tools(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     timings["total_s"] = time.perf_counter() - started
-    from orchestra.commands.demo import current_commit
+    from orchestra.commands.demo_results import current_commit
 
     summary = {"held_out": held, "trained_on": [d for d in names if d not in held], "results": results,
                "timings_s": timings, "kept_stages": kept, "quick": quick, "commit": current_commit(), "plan": {"tasks": plan.tasks, "env": plan.env, "sft": plan.sft,
