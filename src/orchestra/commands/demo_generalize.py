@@ -19,7 +19,7 @@
    the offered models left out of the price list and introduced as new under the handles new1, new2, ..., beside the
    listed model closest to each in accuracy ("New models: new1 like mixtral (84% vs 85%), 0.6x its price."), the
    model behind a handle changing from example to example, each introduced model repriced by a log-uniform factor in
-   0.1-10x, on four times the demo's demonstrations; evaluated at recorded prices with the `UNSEEN` models introduced so.
+   0.1-10x, on twice the demo's demonstrations; evaluated at recorded prices with the `UNSEEN` models introduced so.
    Beside them, the demonstrations' own policy (the `teacher` baseline, what a perfect student would score): with
    all 11 models, with the 8 training ones only, and with `UNSEEN` introduced (planned from their introductions),
    so the table says whether the unseen models pay off, not only whether a student calls them.
@@ -82,8 +82,8 @@ model by a handle it was taught to call by introduction, the models behind the h
 example, each at a price factor in 0.1-10x (at their own prices the introduced models resembled only what known
 models resemble, and a model like claude-1 at a tenth of its price, as yi-34b is introduced, was never seen);
 decisions tempered as the demo's, so "consult the new model" is not drowned."""
-NEW_EXAMPLES_SCALE = 4
-"""The introduced-models orchestrator trains on four times the demo's demonstrations (2,304): with the demo's 576 it
+NEW_EXAMPLES_SCALE = 2
+"""The introduced-models orchestrator trains on twice the demo's demonstrations (1,152): with the demo's 576 it
 never called an introduced model on the dev part (docs/demo.md)."""
 PRICE_POLICIES = ("always:gpt-4", "cascade", "knn", "orchestra", "orchestra-paper", "orchestra-priced",
                   "orchestra-described")
