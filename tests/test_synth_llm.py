@@ -82,8 +82,7 @@ def planted(tmp_path_factory) -> tuple[Path, SynthScript, dict]:
     script = SynthScript(BAD)
     with ScriptedOpenAIServer(script) as server:
         model = resolve_model("gpt-5-mini", base_url=server.base_url)
-        # one request at a time: a planted answer for any task ("*") goes to the n-th task request, and which
-        # task that is must not depend on timing (with 4 at once, now and then no evolvable task survived)
+        # one request at a time: which task gets a planted "*" answer must not depend on timing
         settings = SynthSettings("shop", out, tables=3, records=10, tasks=10, concurrency=1)
         result = asyncio.run(synthesize_llm(settings, model))
     return out, script, result.report

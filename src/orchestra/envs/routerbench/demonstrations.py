@@ -238,6 +238,14 @@ class Offer:
         return (self.offered, tuple(sorted(self.factors.items())), tuple(sorted(self.stand_ins.items())))
 
 
+def answer_after(route: Route, letters: Sequence[str | None]) -> str:
+    """The model a consult route answers with once its pair has answered `letters` (in call order): the first of
+    the pair when both gave the same letter, else the escalation model."""
+    assert route.pair is not None and route.escalate is not None
+    agree = len(letters) >= 2 and letters[0] is not None and letters[0] == letters[1]
+    return route.pair[0] if agree else route.escalate
+
+
 def consult_backend(policy: ConsultPolicy, names: Mapping[str, str] | None = None) -> ScriptedBackend:
     """The policy as an orchestrator: reads the task type from the prompt and the answers from tool messages, and
     calls each model by its name in `names` (model -> name, for models introduced under another; default its own)."""
@@ -252,8 +260,7 @@ def consult_backend(policy: ConsultPolicy, names: Mapping[str, str] | None = Non
         assert route.pair is not None and route.escalate is not None
         if not answers:
             return "\n".join(render_hermes("ask", {"model": names.get(m, m)}) for m in route.pair)
-        agree = len(answers) >= 2 and answers[0] is not None and answers[0] == answers[1]
-        chosen = route.pair[0] if agree else route.escalate
+        chosen = answer_after(route, answers)
         return render_hermes("answer", {"model": names.get(chosen, chosen)})
 
     return ScriptedBackend(act, model="consult-policy")
@@ -292,8 +299,7 @@ class Teacher(RuleBaseline):
             model = route.pair[len(asked)]
             return "ask", offer.names.get(model, model)
         else:
-            assert route.pair is not None and route.escalate is not None
-            chosen = route.pair[0] if asked[0][1] is not None and asked[0][1] == asked[1][1] else route.escalate
+            chosen = answer_after(route, [letter for _, letter in asked])
         return "answer", offer.names.get(chosen, chosen)
 
 
