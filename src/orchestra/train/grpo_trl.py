@@ -138,10 +138,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     mixture = load_mixture(config.envs)
     _check_trl_fields(config.trl, TRLConfig)
     pool = task_pool(mixture, config)
-    by_id = {f"{k}:{e.task.id}": (k, e) for k, e in pool}
     backend = speak(backend or load_policy_model(config.model, seed=config.seed), mixture, config.model)
     out = Path(config.output_dir)
-    history: list[dict[str, float]] = []
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resume_step = int(checkpoints[-1].name.split("-")[-1]) if checkpoints else 0
     budget = run_budget(config.run_budget_usd, _world_size())
@@ -153,42 +151,73 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
     # Steps after the checkpoint are trained (and logged) again; a fresh start (0) drops an older run's lines.
     # One writer: under `accelerate launch` the main process logs the stats of all processes' rollouts.
     metrics = MetricsLogger(out / "metrics.jsonl", resume_after_step=resume_step) if _is_main_process() else None
+    rollouts = _Rollouts(config, mixture, settings, pool, backend, budget, budget_file, metrics, on_step)
 
-    clock: list[float] = []
-    samplers: list[Any] = []  # use_vllm: the TRLVLLMBackend, made at the first rollout (it needs the trainer)
+    def orchestra_reward(prompts: list[Any], completions: list[Any], orchestra_reward: list[float | None],
+                         **_: Any) -> list[float | None]:
+        return orchestra_reward
 
-    def rollout_func(prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
-        size = config.group_size
+    args = TRLConfig(**_trl_settings(config, settings, out), **config.trl)
+    peft_config = None if config.lora.rank == 0 else lora_config(config.lora, backend.lm.config.num_hidden_layers)
+    trainer = GRPOTrainer(
+        model=backend.lm, reward_funcs=[orchestra_reward], args=args,
+        train_dataset=Dataset.from_list([{"prompt": f"{k}:{e.task.id}"} for k, e in pool]),
+        processing_class=backend.tokenizer, peft_config=peft_config, rollout_func=rollouts,
+    )
+    trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    if metrics is not None:
+        metrics.close()
+    trainer.model.eval()
+    meta = trained_meta(mixture, "sft+grpo", max_tokens=config.max_tokens_per_turn, max_turns=config.max_turns)
+    if trainer.accelerator.is_main_process:
+        save_orchestrator(trainer.model, backend.tokenizer, out / "orchestrator", meta)
+    trainer.accelerator.wait_for_everyone()  # every process returns once the orchestrator folder is complete
+    return GRPOResult(out / "orchestrator", trainer.state.global_step, rollouts.history)
+
+
+class _Rollouts:
+    """TRL's `rollout_func`: one step's groups through the episode loop, their sequences and rewards.
+
+    It keeps the run's step history, logs each step's stats, books the run budget's spend after every step, and
+    reseeds the policy's sampling per (seed, step, process) before the rollouts."""
+
+    def __init__(self, config: GRPOConfig, mixture: list[TrainingEnv], settings: list[Any],
+                 pool: list[tuple[int, Example]], backend: Any, budget: Budget | None, budget_file: Path,
+                 metrics: MetricsLogger | None, on_step: StepCallback | None):
+        self.config, self.mixture, self.settings, self.backend = config, mixture, settings, backend
+        self.by_id = {f"{k}:{e.task.id}": (k, e) for k, e in pool}
+        self.budget, self.budget_file, self.metrics, self.on_step = budget, budget_file, metrics, on_step
+        self.history: list[dict[str, float]] = []
+        self.previous_start: float | None = None
+        self.sampler: Any = None  # use_vllm: the TRLVLLMBackend, made at the first rollout (it needs the trainer)
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
+        config, size = self.config, self.config.group_size
         ids = [p if isinstance(p, str) else json.dumps(p) for p in prompts]
         if len(ids) % size or any(ids[i] != ids[i - i % size] for i in range(len(ids))):
             raise ValueError("rollout_func expects each task repeated group_size times, consecutively")
-        chosen = [by_id[i] for i in ids[::size]]  # (environment index, example), one per group
+        chosen = [self.by_id[i] for i in ids[::size]]  # (environment index, example), one per group
         accelerator = trainer.accelerator
-        if hasattr(backend, "reseed"):  # rollouts of step k depend only on (seed, k, process): a resumed run
+        if hasattr(self.backend, "reseed"):  # rollouts of step k depend only on (seed, k, process): a resumed run
             step_seed = config.seed * 1_000_003 + trainer.state.global_step  # repeats them
-            backend.reseed(step_seed * accelerator.num_processes + accelerator.process_index)
+            self.backend.reseed(step_seed * accelerator.num_processes + accelerator.process_index)
         started = time.perf_counter()
-        if config.use_vllm:  # the server holds the weights TRL pushed after the last optimizer step
-            if not samplers:
-                samplers.append(vllm_sampler(trainer, backend, config))
-            groups = asyncio.run(_collect(mixture, settings, chosen, samplers[0], size, config.min_group_std))
-        else:
-            with generating_policy(trainer, backend):
-                groups = asyncio.run(_collect(mixture, settings, chosen, backend, size, config.min_group_std))
-        if budget is not None:
-            _check_budget_left_tokens(groups, budget)
-            save_spend(budget, budget_file)
+        groups = self._collect(trainer, chosen)
+        if self.budget is not None:
+            _check_budget_left_tokens(groups, self.budget)
+            save_spend(self.budget, self.budget_file)
         stats = merged_stats(accelerator, rollout_stats(groups))
         stats["rollout_s"] = time.perf_counter() - started
-        if clock:  # the previous step's rollouts + optimizer step, measured from its rollout start
-            stats["previous_step_s"] = started - clock[-1]
-        clock.append(started)
-        history.append(stats)
+        if self.previous_start is not None:  # the previous step's rollouts + optimizer step, from its rollout start
+            stats["previous_step_s"] = started - self.previous_start
+        self.previous_start = started
+        self.history.append(stats)
         step = trainer.state.global_step + 1  # the optimizer step these rollouts feed (counts on after a resume)
-        if metrics is not None:
-            metrics.log(step, stats)
-        if on_step is not None and accelerator.is_main_process:
-            on_step(step, config.steps, stats)
+        if self.metrics is not None:
+            self.metrics.log(step, stats)
+        if self.on_step is not None and accelerator.is_main_process:
+            self.on_step(step, config.steps, stats)
         sequences = [to_sequence(r) for g in groups for r in g.results]
         return {
             "prompt_ids": [list(s.prompt_ids) for s in sequences],
@@ -198,11 +227,22 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
             "orchestra_reward": [x for g in groups for x in g.rewards],
         }
 
-    def orchestra_reward(prompts: list[Any], completions: list[Any], orchestra_reward: list[float | None],
-                         **_: Any) -> list[float | None]:
-        return orchestra_reward
+    def _collect(self, trainer: Any, chosen: list[tuple[int, Example]]) -> list[ScoredGroup]:
+        config = self.config
+        if config.use_vllm:  # the server holds the weights TRL pushed after the last optimizer step
+            if self.sampler is None:
+                self.sampler = vllm_sampler(trainer, self.backend, config)
+            return asyncio.run(_collect(self.mixture, self.settings, chosen, self.sampler, config.group_size,
+                                        config.min_group_std))
+        with generating_policy(trainer, self.backend):
+            return asyncio.run(_collect(self.mixture, self.settings, chosen, self.backend, config.group_size,
+                                        config.min_group_std))
 
-    settings_kw = dict(
+
+def _trl_settings(config: GRPOConfig, settings: list[Any], out: Path) -> dict[str, Any]:
+    """TRL's GRPOConfig fields that orchestra sets from its own config; `config.trl` may add others, not these."""
+    device, dtype = resolve_device(config.model)
+    mapped = dict(
         output_dir=str(out / "checkpoints"),
         max_steps=config.steps,
         per_device_train_batch_size=_per_device_rollouts(config, _world_size()),
@@ -221,8 +261,8 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         save_steps=config.checkpoint.every_steps,
         save_total_limit=config.checkpoint.keep,
         report_to=["tensorboard"] if config.log_tensorboard else [],
-        use_cpu=resolve_device(config.model)[0] == "cpu",
-        bf16=resolve_device(config.model)[1] == torch.bfloat16,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
@@ -231,28 +271,11 @@ def train_grpo(config: GRPOConfig, *, on_step: StepCallback | None = None, backe
         use_vllm=config.use_vllm,
         **vllm_server_settings(config),
     )
-    clash = sorted(set(config.trl) & set(settings_kw))
+    clash = sorted(set(config.trl) & set(mapped))
     if clash:
         raise ConfigError(f"trl.{clash[0]}: set by orchestra from its own config (use the field of GRPOConfig that "
                           "maps to it, e.g. steps, group_size, learning_rate, clip_low, kl_coef)")
-    args = TRLConfig(**settings_kw, **config.trl)
-    peft_config = None if config.lora.rank == 0 else lora_config(config.lora, backend.lm.config.num_hidden_layers)
-
-    trainer = GRPOTrainer(
-        model=backend.lm, reward_funcs=[orchestra_reward], args=args,
-        train_dataset=Dataset.from_list([{"prompt": f"{k}:{e.task.id}"} for k, e in pool]),
-        processing_class=backend.tokenizer, peft_config=peft_config, rollout_func=rollout_func,
-    )
-    trainer.remove_callback(PrinterCallback)  # per-step dicts stay out of stdout; metrics go to metrics.jsonl
-    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
-    if metrics is not None:
-        metrics.close()
-    trainer.model.eval()
-    meta = trained_meta(mixture, "sft+grpo", max_tokens=config.max_tokens_per_turn, max_turns=config.max_turns)
-    if trainer.accelerator.is_main_process:
-        save_orchestrator(trainer.model, backend.tokenizer, out / "orchestrator", meta)
-    trainer.accelerator.wait_for_everyone()  # every process returns once the orchestrator folder is complete
-    return GRPOResult(out / "orchestrator", trainer.state.global_step, history)
+    return mapped
 
 
 @contextlib.contextmanager
