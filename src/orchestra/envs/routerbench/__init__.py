@@ -9,6 +9,7 @@ The suite's training part is always the split's train rows: model statistics, th
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,10 @@ BASELINE_FORMS = ("always:<model>", "cheapest", "random", "oracle", "cascade", "
 
 
 def load(config: Config) -> Suite:
-    from orchestra.envs.registry import file_digest
     from orchestra.envs.routerbench import training
     from orchestra.envs.routerbench.data import PROVIDERS, ModelStats, load_rows, split_rows
     from orchestra.envs.routerbench.env import RouterBench
     from orchestra.envs.routerbench.prompt import compact_prompt
-    from orchestra.errors import ConfigError
     from orchestra.paths import shared_data
     from orchestra.rollout.guard import plain
 
@@ -42,13 +41,7 @@ def load(config: Config) -> Suite:
     env = RouterBench(chosen, stats, describe_accuracy=described, mark_price_changes=marked)
     train_env = (env if part == "train" or not config.dev_fraction else
                  RouterBench(train, stats, describe_accuracy=described, mark_price_changes=marked))
-    unknown = sorted(set(config.train_models or ()) - set(env.models))
-    if unknown or config.train_models == []:
-        raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(env.models)})"
-                          if unknown else "routerbench train_models: name at least one model (or leave it unset)")
-    unknown = sorted(set(config.new_models) - set(env.models))
-    if unknown:
-        raise ConfigError(f"routerbench new_models: unknown models {unknown} (known: {', '.join(env.models)})")
+    _check_models(config, env.models)
     tasks = env.tasks()
     if config.recorded_prices:
         factors = _factors(config.recorded_prices, stats, env.models)
@@ -57,17 +50,7 @@ def load(config: Config) -> Suite:
         tasks = [env.introduce(t, config.new_models) for t in tasks]
     if part == "train" and config.max_tasks is not None:
         tasks = tasks[: config.max_tasks]
-    identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
-                "dev_fraction": config.dev_fraction, "seed": config.seed,
-                "recorded_prices": {m: p.model_dump(exclude_none=True) for m, p in config.recorded_prices.items()}}
-    if config.train_models is not None:
-        identity["train_models"] = sorted(config.train_models)
-    if described:
-        identity["describe_models"] = config.describe_models
-    if marked:
-        identity["mark_price_changes"] = True
-    if config.new_models:
-        identity["new_models"] = sorted(config.new_models)
+    identity = _identity(config, path, part)
     introduces = bool(config.new_models) or config.preferences.new_model_share > 0
 
     def examples(seed: int, limit: int | None) -> list[Any]:
@@ -99,6 +82,37 @@ def load(config: Config) -> Suite:
         select=rebalance if share is not None or config.decision_temper is not None else None, train_env=train_env,
         max_turns=MAX_TURNS, turn_tokens=TURN_TOKENS[config.calls], calls=config.calls,
     )
+
+
+def _check_models(config: Config, models: Sequence[str]) -> None:
+    """`train_models` and `new_models` name known models (and `train_models` at least one)."""
+    from orchestra.errors import ConfigError
+
+    unknown = sorted(set(config.train_models or ()) - set(models))
+    if unknown or config.train_models == []:
+        raise ConfigError(f"routerbench train_models: unknown models {unknown} (known: {', '.join(models)})"
+                          if unknown else "routerbench train_models: name at least one model (or leave it unset)")
+    unknown = sorted(set(config.new_models) - set(models))
+    if unknown:
+        raise ConfigError(f"routerbench new_models: unknown models {unknown} (known: {', '.join(models)})")
+
+
+def _identity(config: Config, path: Path, part: str) -> dict[str, Any]:
+    """What an evaluation stamps on its results: the data, the split and every setting that changes the tasks."""
+    from orchestra.envs.registry import file_digest
+
+    identity = {"env": "routerbench", "data": str(path), "data_sha256": file_digest(path), "part": part,
+                "dev_fraction": config.dev_fraction, "seed": config.seed,
+                "recorded_prices": {m: p.model_dump(exclude_none=True) for m, p in config.recorded_prices.items()}}
+    if config.train_models is not None:
+        identity["train_models"] = sorted(config.train_models)
+    if config.describe_models == "accuracy":
+        identity["describe_models"] = config.describe_models
+    if config.mark_price_changes:
+        identity["mark_price_changes"] = True
+    if config.new_models:
+        identity["new_models"] = sorted(config.new_models)
+    return identity
 
 
 def _factors(prices: Any, stats: Any, models: Any) -> dict[str, float]:
