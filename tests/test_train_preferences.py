@@ -325,6 +325,29 @@ def test_tempered_decisions_show_rare_decisions_more_often_and_keep_the_disagree
     assert consult and abs(sum(consult) / len(consult) - 0.5) < 0.1
 
 
+def test_tempering_per_instruction_shows_an_instruction_that_changes_nothing_as_often_as_one_that_does(env):
+    from orchestra.envs.routerbench.training import balance_decisions, first_decision
+
+    demos = asyncio.run(collect_demonstrations(env, sample_examples(env, PreferenceMix(avoid_share=0.6), 4, 300)))
+
+    def said(items):
+        return Counter((e.preferences.instruction, first_decision(t)) for e, t in items)
+
+    counts = said(demos)
+    claude = [k for k in counts if k[0] == "Avoid claude models."]
+    unchanged = [k for k in claude if (("", k[1]) in counts)]  # avoiding claude leaves these decisions as usual
+    assert unchanged  # the stress: a decision shared by the default and by an instruction that changes nothing
+    usual = max(unchanged, key=counts.get)
+    by_decision = said(balance_decisions(demos, None, 300, 0, 0.0))
+    by_instruction = said(balance_decisions(demos, None, 300, 0, 0.0, per_instruction=True))
+    assert set(by_instruction) == set(counts)
+    assert max(by_instruction.values()) - min(by_instruction.values()) <= 2  # every pair equally often
+    # Per decision, the shared decision's share is split by how often each instruction was sampled with it.
+    assert by_instruction[usual] > by_decision[usual]
+    assert balance_decisions(demos, None, 300, 0, 0.5) == balance_decisions(demos, None, 300, 0, 0.5,
+                                                                            per_instruction=False)
+
+
 def test_rebalancing_a_decision_with_one_kind_of_consult_still_draws_every_demonstration(env):
     from orchestra.envs.routerbench.training import consulted_pair_disagreed, rebalance
 

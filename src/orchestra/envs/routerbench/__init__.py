@@ -62,7 +62,8 @@ def load(config: Config) -> Suite:
 
     def rebalance(demos: Any, n: int, seed: int) -> list[Any]:
         if config.decision_temper is not None:
-            return training.balance_decisions(demos, share, n, seed, config.decision_temper)
+            return training.balance_decisions(demos, share, n, seed, config.decision_temper,
+                                              per_instruction=config.temper_per_instruction)
         return training.rebalance(demos, share, n, seed)  # type: ignore[arg-type]
 
     share = config.disagreement_share

@@ -138,6 +138,11 @@ class Config(Strict):
                                       "proportion to its count to this power (0: every decision equally often; "
                                       "None: as sampled). Makes the decisions a changed price or an instruction "
                                       "calls for, rare among the demonstrations, frequent enough to learn.")
+    temper_per_instruction: bool = pydantic.Field(
+        False, description="Training, with decision_temper: temper each (instruction, first decision) pair rather "
+                           "than each decision, so an instruction that changes nothing ('Avoid claude models.' "
+                           "when no claude model is on the route) is shown as often as one that changes the "
+                           "decision, and the student learns to read which provider is named, not that some is.")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Config:

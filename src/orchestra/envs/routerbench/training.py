@@ -207,15 +207,19 @@ def first_decision(trajectory: Trajectory, new: Collection[str] = ()) -> tuple[t
 
 
 def balance_decisions(items: Sequence[Demonstration], disagreement_share: float | None, n: int, seed: int,
-                      temper: float) -> list[Demonstration]:
+                      temper: float, *, per_instruction: bool = False) -> list[Demonstration]:
     """`n` demonstrations in which each first decision (`first_decision`) gets a share proportional to its count to
     the power `temper` (1: as sampled; 0: every decision equally often), each group then drawn as `rebalance` draws
     (disagreements `disagreement_share` of its consult episodes). A decision that only a changed price or an
     instruction calls for is rare among the demonstrations (answering gpt-4 outright when it is five times cheaper);
-    tempering shows it often enough for a small model to learn it, not only the usual decision for the question."""
-    groups: dict[tuple[tuple[str, str], ...], list[Demonstration]] = {}
+    tempering shows it often enough for a small model to learn it, not only the usual decision for the question.
+    With `per_instruction`, a group is one (instruction, first decision) pair: each instruction's decisions are
+    tempered on their own counts, so the examples where an instruction leaves the usual decision unchanged are not
+    outweighed by those where another instruction changes it."""
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Demonstration]] = {}
     for item in items:
-        groups.setdefault(first_decision(item[1], item[0].task.metadata.get("new_models") or ()), []).append(item)
+        decision = first_decision(item[1], item[0].task.metadata.get("new_models") or ())
+        groups.setdefault((item[0].preferences.instruction if per_instruction else "", decision), []).append(item)
     keys = sorted(groups)
     weights = [len(groups[k]) ** temper for k in keys]
     quotas = [n * w / sum(weights) for w in weights]
