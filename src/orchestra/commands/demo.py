@@ -41,9 +41,10 @@ from orchestra.train.config import GRPOConfig, SFTConfig
 BASELINES = ("cheapest", "random", "knn", "cascade", "teacher", "oracle")
 AVOID_PRESET = "avoid-claude"
 """The environment's preference preset the demo evaluates preference following with."""
-TRAINING = {"decision_temper": 0.5}
-"""The demo's training settings: each first decision demonstrated in proportion to the square root of its count, so
-the routes avoid instructions call for are shown often enough to learn (docs/demo.md measures it)."""
+TRAINING = {"decision_temper": 0.5, "temper_per_instruction": True}
+"""The demo's training settings: each instruction's first decisions demonstrated in proportion to the square root of
+their counts, so the routes avoid instructions call for are shown often enough to learn, and an avoid that changes
+nothing as often as one that does (docs/demo.md measures both)."""
 
 
 @dataclass(frozen=True)
