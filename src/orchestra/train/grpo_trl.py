@@ -232,10 +232,11 @@ class _Rollouts:
         if config.use_vllm:  # the server holds the weights TRL pushed after the last optimizer step
             if self.sampler is None:
                 self.sampler = vllm_sampler(trainer, self.backend, config)
-            return asyncio.run(_collect(self.mixture, self.settings, chosen, self.sampler, config.group_size,
-                                        config.min_group_std))
-        with generating_policy(trainer, self.backend):
-            return asyncio.run(_collect(self.mixture, self.settings, chosen, self.backend, config.group_size,
+            policy, generating = self.sampler, contextlib.nullcontext()
+        else:
+            policy, generating = self.backend, generating_policy(trainer, self.backend)
+        with generating:
+            return asyncio.run(_collect(self.mixture, self.settings, chosen, policy, config.group_size,
                                         config.min_group_std))
 
 
