@@ -115,6 +115,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("orchestra.evaluate.commands", "report_command", "Write Markdown and HTML reports for result runs."),
     "compare": ("orchestra.evaluate.commands", "compare_command",
                 "Paired comparison of runs on the same items: wins/losses, McNemar p, bootstrap intervals."),
+    "routes": ("orchestra.evaluate.commands", "routes_command",
+               "The calls a run made, as routes counted per task type: items, solved, cost."),
     "demo": ("orchestra.commands.demo", "demo", "Train and evaluate an orchestrator end to end on RouterBench."),
     "demo-generalize": ("orchestra.commands.demo_generalize", "demo_generalize",
                         "Evaluate the demo's orchestrator under unseen prices and each avoid-provider instruction."),

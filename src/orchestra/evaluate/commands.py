@@ -334,3 +334,42 @@ def compare_command(
         console.print(r.verdict(), markup=False)
         if r.env_differences:
             console.print(f"  (environment configs differ: {'; '.join(r.env_differences)})", markup=False)
+
+
+def routes_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (items.jsonl) to sum up.")],
+    by: Annotated[str, typer.Option(help="Item metadata field to group the items by.")] = "task_type",
+    top: Annotated[int, typer.Option(min=1, help="Routes shown per group; the rest are summed up in one row.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every route of every run as JSON.")] = False,
+) -> None:
+    """The calls each run made, as routes counted per group of items: how many items took each, solved, mean cost."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestra.evaluate.routes import run_routes
+
+    try:
+        counted = {str(run): run_routes(run, by) for run in runs}
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({run: {group: [r.as_dict() for r in routes] for group, routes in groups.items()}
+                               for run, groups in counted.items()}, indent=2))
+        return
+    console = Console()
+    for run, groups in counted.items():
+        table = Table(title=f"{run}: routes by {by}")
+        for column in ("group", "items", "solved", "$/item", "route"):
+            table.add_column(column)
+        for group, routes in groups.items():
+            for r in routes[:top]:
+                table.add_row(group, str(r.items), str(r.solved), f"{r.cost_usd:.6f}", r.route)
+            rest = routes[top:]
+            if rest:
+                n = sum(r.items for r in rest)
+                table.add_row(group, str(n), str(sum(r.solved for r in rest)),
+                              f"{sum(r.cost_usd * r.items for r in rest) / n:.6f}", f"({len(rest)} other routes)")
+        console.print(table)
